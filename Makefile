@@ -1,0 +1,32 @@
+# The two commands of the contract: `make bench` (the main job) and `make test`.
+# Both set up .venv from constraints.txt (the exact tested environment) when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: bench test test-slow bench-ci lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+# The main job: train the reference VAE on mnist5k, evaluate it, write sample grids, log to ./mlruns.
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vaezoo bench main
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check vaezoo exporters tests benchmarks
+
+clean:
+	rm -rf runs mlruns .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmark commands (``vaezoo bench ...``). They read models and objectives; the library never imports them."""

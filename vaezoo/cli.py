@@ -1,0 +1,255 @@
+"""The ``vaezoo`` command line: parse, validate, call the library. No logic of its own.
+
+Every bad input ends in one line ``error: ...`` and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from vaezoo.errors import VaezooError
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _set_path(d: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise VaezooError(f"unknown config key '{dotted}'")
+    d[keys[-1]] = value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out
+
+
+# option name -> config path
+TRAIN_OPTIONS = {
+    "model": "model.name",
+    "backbone": "model.backbone",
+    "preset": "model.preset",
+    "latent_dim": "model.latent_dim",
+    "likelihood": "model.likelihood",
+    "dataset": "data.name",
+    "binarize": "data.binarize",
+    "data_dir": "data.data_dir",
+    "bound": "objective.bound",
+    "k": "objective.k",
+    "beta": "objective.beta",
+    "estimator": "objective.estimator",
+    "kl": "objective.kl",
+    "lr": "optim.lr",
+    "batch_size": "batch_size",
+    "steps": "steps",
+    "seed": "seed",
+    "device": "device",
+    "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaezoo")
+def cli() -> None:
+    """vaezoo: reference VAEs, their bounds and gradient estimators, and honest benchmarks."""
+
+
+@cli.command()
+def models() -> None:
+    """List the registered model variants."""
+    from vaezoo.models import list_models
+
+    for spec in list_models():
+        extra = f"  [objective defaults: {spec.objective_defaults}]" if spec.objective_defaults else ""
+        click.echo(f"{spec.name:10s} {spec.description}{extra}")
+
+
+@cli.command()
+def datasets() -> None:
+    """List the datasets (all usable offline)."""
+    from vaezoo.data import DATASET_NOTES
+
+    for name, note in DATASET_NOTES.items():
+        click.echo(f"{name:16s} {note}")
+
+
+def tracking_options(f):
+    f = click.option("--no-track", is_flag=True, help="Do not log to MLflow.")(f)
+    f = click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns).")(f)
+    return f
+
+
+@cli.command()
+@click.option("--model", help="Model variant (see `vaezoo models`). [vae]")
+@click.option("--backbone", help="mlp | conv | linear. [mlp]")
+@click.option("--preset", help="burda: 784-200-200-50 tanh, output bias from the pixel mean.")
+@click.option("--latent-dim", type=int)
+@click.option("--likelihood", help="bernoulli | gaussian. [bernoulli]")
+@click.option("--dataset", help="mnist5k | digits | mnist | linear-gaussian. [mnist5k]")
+@click.option("--binarize", help="auto | dynamic | static | none. [auto]")
+@click.option("--data-dir", help="Folder with the MNIST IDX files (dataset mnist).")
+@click.option("--bound", help="elbo | iwae | recon. [the variant's]")
+@click.option("-k", "k", type=int, help="Samples per datapoint K. [the variant's]")
+@click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
+@click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
+@click.option("--kl", help="auto | analytic | mc. [auto]")
+@click.option("--lr", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--steps", type=int)
+@click.option("--epochs", type=int, help="Train for this many epochs (sets --steps).")
+@click.option("--seed", type=int)
+@click.option("--device", help="auto | cpu | cuda. [auto]")
+@click.option("--deterministic", is_flag=True, default=None, help="torch.use_deterministic_algorithms(True).")
+@click.option("--eval-every", type=int)
+@click.option("--checkpoint-every", type=int)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="JSON config file (TrainConfig layout).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any config key, e.g. model.hidden=[256,128].")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Where the run goes. [runs/<model>-<hash>]")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
+@click.option("--no-progress", is_flag=True)
+@tracking_options
+def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
+    """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
+    from vaezoo.config import to_dict
+    from vaezoo.data import DATASET_SHAPES, DataConfig
+    from vaezoo.runconfig import TrainConfig, epochs_to_steps, resolve_config
+    from vaezoo.train import RunDir
+    from vaezoo.train import train as run_training
+
+    user: dict = json.loads(Path(config_file).read_text()) if config_file else {}
+    for name, path in TRAIN_OPTIONS.items():
+        if options.get(name) is not None:
+            _set_path(user, path, options[name])
+    for item in sets:
+        if "=" not in item:
+            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        _set_path(user, key, _parse_value(value))
+    if resume_dir:
+        saved = RunDir(Path(resume_dir)).read_config()
+        user_over = user
+        user = _merge(to_dict(saved), user)
+        if epochs is not None:
+            raise VaezooError("--epochs cannot be changed on --resume")
+        changed = _diff(to_dict(saved), _merge(to_dict(saved), user_over))
+        if changed:
+            raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
+    data_name = user.get("data", {}).get("name", DataConfig.name)
+    if data_name not in DATASET_SHAPES:
+        raise VaezooError(f"unknown dataset '{data_name}'; choose from {', '.join(DATASET_SHAPES)}")
+    cfg = resolve_config(user, DATASET_SHAPES[data_name])
+    if epochs is not None:
+        from vaezoo.data import load_dataset
+
+        cfg.steps = epochs_to_steps(epochs, len(load_dataset(cfg.data).train), cfg.batch_size)
+    assert isinstance(cfg, TrainConfig)
+    target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
+    final = run_training(
+        cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
+    )
+    click.echo(json.dumps(final, indent=2))
+    click.echo(f"run directory: {target}")
+
+
+@cli.command("eval")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("-k", "k", type=int, default=64, show_default=True, help="K of the IWAE bound.")
+@click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood (0: skip).")
+@click.option("--max-test", type=int, default=None, help="Evaluate on the first N test images only.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="JSON output. [RUN/eval.json]")
+@tracking_options
+def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, tracking_uri) -> None:
+    """Evaluate a trained run: ELBO, IWAE_k, log-likelihood (IS), KL per unit, active units."""
+    from vaezoo.evaluate_run import evaluate_run
+
+    if k < 1:
+        raise VaezooError(f"-k must be >= 1, got {k}")
+    if is_samples < 0:
+        raise VaezooError(f"--is-samples must be >= 0, got {is_samples}")
+    report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
+                                out=out, track=not no_track, tracking_uri=tracking_uri)
+    click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
+    click.echo(f"written: {path}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("-n", "n", type=int, default=64, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="grid.png", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def sample(run, n, out, seed) -> None:
+    """PNG grid of prior samples, and <out>-recon.png of test reconstructions."""
+    from vaezoo.data import eval_binarized, load_dataset
+    from vaezoo.sampling import write_sample_grids
+    from vaezoo.train import load_run_model
+
+    model, cfg = load_run_model(run)
+    ds = load_dataset(cfg.data)
+    paths = write_sample_grids(model, eval_binarized(ds.test, cfg.data.binarize), n, out, seed)
+    click.echo("written: " + ", ".join(map(str, paths)))
+
+
+def _add_optional_commands() -> None:
+    """Command groups that live in their own modules (benchmarks, export, pull)."""
+    import importlib
+
+    for module, attr in (("vaezoo.bench.cli", "bench"), ("vaezoo.distribution_cli", "register")):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        obj = getattr(mod, attr)
+        obj(cli) if callable(obj) and not isinstance(obj, click.Command) else cli.add_command(obj)
+
+
+_add_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rc = cli.main(args=argv, standalone_mode=False)
+    except VaezooError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return rc if isinstance(rc, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

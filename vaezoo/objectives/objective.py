@@ -1,0 +1,111 @@
+"""``Objective``: one bound and one encoder-gradient estimator, validated together, applied to a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vaezoo.errors import VaezooError
+from vaezoo.objectives.bounds import BOUNDS
+from vaezoo.objectives.dreg import DReG
+from vaezoo.objectives.parts import Estimate
+from vaezoo.objectives.reparam import Reparam
+from vaezoo.objectives.score import Score
+from vaezoo.objectives.stl import STL
+
+ESTIMATORS = {cls.name: cls for cls in (Reparam, Score, STL, DReG)}
+ALL_BOUNDS = (*BOUNDS, "recon")
+
+
+@dataclass
+class ObjectiveConfig:
+    """bound: elbo | iwae | recon (autoencoder); k: samples per datapoint; beta: weight of the KL term;
+    estimator: reparam | score | stl | dreg; kl: auto | analytic | mc (auto = analytic where the estimator
+    allows it); baseline_decay: the score estimator's moving-average baseline (0 = none)."""
+
+    bound: str = "elbo"
+    k: int = 1
+    beta: float = 1.0
+    estimator: str = "reparam"
+    kl: str = "auto"
+    baseline_decay: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.bound not in ALL_BOUNDS:
+            raise VaezooError(f"unknown bound '{self.bound}'; choose from {', '.join(ALL_BOUNDS)}")
+        if self.estimator not in ESTIMATORS:
+            raise VaezooError(f"unknown estimator '{self.estimator}'; choose from {', '.join(ESTIMATORS)}")
+        if self.k < 1:
+            raise VaezooError(f"k (samples per datapoint) must be >= 1, got {self.k}")
+        if self.beta < 0:
+            raise VaezooError(f"beta must be >= 0, got {self.beta}")
+        if not 0 <= self.baseline_decay < 1:
+            raise VaezooError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.kl not in ("auto", "analytic", "mc"):
+            raise VaezooError(f"kl must be auto, analytic or mc, got '{self.kl}'")
+        if self.bound == "recon":
+            if self.estimator != "reparam" or self.k != 1:
+                raise VaezooError(
+                    f"bound 'recon' (autoencoder) has no latent noise: estimator '{self.estimator}' and k={self.k} do not apply"
+                )
+            return
+        est = ESTIMATORS[self.estimator]
+        if self.bound not in est.bounds:
+            raise VaezooError(
+                f"estimator '{self.estimator}' does not apply to bound '{self.bound}' (it applies to: {', '.join(est.bounds)})"
+            )
+        modes = est.kl_modes if self.bound == "elbo" else ("mc",)
+        if self.kl == "auto":
+            self.kl = modes[0]
+        elif self.kl not in modes:
+            raise VaezooError(
+                f"kl='{self.kl}' does not apply to estimator '{self.estimator}' with bound '{self.bound}' (allowed: {', '.join(modes)})"
+            )
+        if self.bound == "iwae" and self.beta != 1.0:
+            raise VaezooError("beta != 1 is defined for the ELBO only, not for the IWAE bound")
+
+
+@dataclass
+class ObjectiveOutput:
+    """bound: nats per datapoint (batch mean); loss: -mean(surrogate); per_datapoint: the bound [B];
+    terms: diagnostics (recon, kl) as batch means."""
+
+    bound: torch.Tensor
+    loss: torch.Tensor
+    per_datapoint: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective:
+    """Draws eps, encodes once, and hands (model, x, q, eps) to the estimator."""
+
+    def __init__(self, cfg: ObjectiveConfig) -> None:
+        self.cfg = cfg
+        self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
+
+    def check_model(self, model) -> None:
+        """Refuse a model/objective pair that makes no sense (e.g. an ELBO or DReG on an autoencoder)."""
+        if model.stochastic == (self.cfg.bound == "recon"):
+            need = "a stochastic encoder" if model.stochastic is False else "a deterministic autoencoder"
+            raise VaezooError(
+                f"bound '{self.cfg.bound}' with estimator '{self.cfg.estimator}' needs {need}; "
+                f"model '{model.cfg.name}' is {'stochastic' if model.stochastic else 'deterministic'}"
+            )
+
+    def __call__(self, model, x: torch.Tensor, generator: torch.Generator | None = None) -> ObjectiveOutput:
+        q = model.encode(x)
+        if self.cfg.bound == "recon":
+            recon = model.log_likelihood(x, q.mu)
+            return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
+        eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
+        est: Estimate = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
+        terms = {"kl": q.kl_standard_normal().mean().detach()}
+        return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
+
+    def state_dict(self) -> dict:
+        return self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state)

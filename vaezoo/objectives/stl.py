@@ -1,0 +1,25 @@
+"""Sticking the landing, STL (Roeder, Wu & Duvenaud 2017).
+
+The pathwise estimator with log q(z|x) evaluated with q's parameters detached, while z keeps its
+dependence on phi. This drops the score term E[grad_phi log q] (zero in expectation): unbiased for the
+ELBO, and of zero variance when q equals the true posterior. Used with IWAE it is biased (Tucker et al. 2019).
+"""
+
+from __future__ import annotations
+
+from vaezoo.objectives.parts import Estimate, log_weight
+from vaezoo.objectives.reparam import reparameterise
+
+
+class STL:
+    name = "stl"
+    bounds = ("elbo", "iwae")
+    kl_modes = ("mc",)
+
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+
+    def __call__(self, model, x, q, eps, bound) -> Estimate:
+        z = reparameterise(q, eps)
+        lw = log_weight(model, x, z, q.detach())  # same value as log q(z), no score term in its gradient
+        return Estimate(value=bound(lw.total), surrogate=bound(lw.weighted(self.cfg.beta)))

@@ -1,0 +1,85 @@
+"""The full, typed config of a training run, and how user choices resolve into it.
+
+Resolution order: dataclass defaults < the model variant's objective defaults (e.g. IWAE's bound
+and K) < the user's values. The resolved config is explicit (no 'auto' left) and is hashed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vaezoo.config import config_hash, from_dict, to_dict
+from vaezoo.data import DataConfig
+from vaezoo.errors import VaezooError
+from vaezoo.models import ModelConfig, model_spec
+from vaezoo.objectives import ObjectiveConfig
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: tuple[float, ...] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.eps <= 0:
+            raise VaezooError(f"lr and eps must be > 0, got lr={self.lr} eps={self.eps}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise VaezooError(f"betas must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    batch_size: int = 128
+    steps: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    eval_every: int = 500
+    eval_k: int = 64
+    checkpoint_every: int = 500
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every", "eval_k"):
+            if getattr(self, name) <= 0:
+                raise VaezooError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            raise VaezooError(f"unknown device '{self.device}'; choose from {', '.join(DEVICES)}")
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+
+def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> TrainConfig:
+    """Merge the model variant's objective defaults under the user's values, and fill the data-
+    dependent fields (input shape, binarisation for the likelihood)."""
+    user = {k: dict(v) if isinstance(v, dict) else v for k, v in user.items()}
+    model = user.setdefault("model", {})
+    spec = model_spec(model.get("name", ModelConfig.name))
+    objective = {**spec.objective_defaults, **user.get("objective", {})}
+    user["objective"] = objective
+    if input_shape is not None:
+        model["input_shape"] = list(input_shape)
+    cfg = from_dict(TrainConfig, user)
+    if cfg.data.binarize == "auto":
+        cfg.data.binarize = "dynamic" if cfg.model.likelihood == "bernoulli" else "none"
+    return cfg
+
+
+def epochs_to_steps(epochs: int, n_train: int, batch_size: int) -> int:
+    if epochs <= 0:
+        raise VaezooError(f"epochs must be > 0, got {epochs}")
+    if batch_size > n_train:
+        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples")
+    return epochs * (n_train // batch_size)

@@ -1,0 +1,34 @@
+"""Prior samples and reconstructions of a trained model, as PNG grids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vaezoo.errors import VaezooError
+from vaezoo.images import save_grid
+
+
+@torch.no_grad()
+def write_sample_grids(model, x_test: torch.Tensor, n: int, out: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """``out``: n prior samples (mean of p(x|z), z ~ N(0, I)); ``<stem>-recon.png``: rows of test
+    images alternating with their reconstructions (decoder mean at z = mu(x))."""
+    if n <= 0:
+        raise VaezooError(f"-n must be > 0, got {n}")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise VaezooError(f"--out must name a .png file, got '{out}'")
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    samples = model.sample(n, generator=g).cpu()
+    save_grid(out, samples.numpy())
+    x = x_test[: max(1, n // 2)].to(device)
+    recon = model.likelihood.mean(model.decode(model.encode(x).mu)).cpu()
+    ncol = min(8, len(x))
+    rows = []
+    for i in range(0, len(x), ncol):
+        rows += [x[i : i + ncol].cpu(), recon[i : i + ncol]]
+    recon_path = out.with_name(out.stem + "-recon.png")
+    save_grid(recon_path, torch.cat(rows).numpy(), ncol=ncol)
+    return out, recon_path

@@ -1,0 +1,124 @@
+"""The only module that imports mlflow (lazily), so ``--no-track`` works without it installed.
+
+Default store: one folder, ``./mlruns`` (or $VAEZOO_MLRUNS): the SQLite file ``mlruns/mlflow.db`` holds
+runs, params, metrics and tags; ``mlruns/artifacts/`` holds artifacts. ``MLFLOW_TRACKING_URI`` or
+``--tracking-uri`` point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from vaezoo.errors import VaezooError
+
+EXPERIMENT = "vaezoo"
+
+
+def default_store() -> Path:
+    return Path(os.environ.get("VAEZOO_MLRUNS", "mlruns")).resolve()
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = default_store()
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+class NullTracker:
+    """Tracking off: every call does nothing."""
+
+    run_id: str | None = None
+    uri: str | None = None
+
+    def log_params(self, params: dict) -> None: ...
+    def log_metrics(self, metrics: dict, step: int) -> None: ...
+    def set_tags(self, tags: dict) -> None: ...
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None: ...
+    def flush(self) -> None: ...
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+class MlflowTracker:
+    """One MLflow run. Metrics are buffered and sent with ``log_batch`` (one round-trip per flush)."""
+
+    def __init__(self, uri: str, run_name: str, run_id: str | None = None, experiment: str = EXPERIMENT) -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            import mlflow  # noqa: F401
+        except ImportError as exc:
+            raise VaezooError(
+                "tracking is on but mlflow is not installed: `pip install mlflow` (or `pip install vaezoo[track]`), or pass --no-track"
+            ) from exc
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            loc = None
+            if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
+                loc = (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
+            exp_id = self.client.create_experiment(experiment, artifact_location=loc)
+        else:
+            exp_id = exp.experiment_id
+        if run_id is None:
+            run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        self._buffer: list = []
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if len(self._buffer) >= 500:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._buffer), 1000):
+            self.client.log_batch(self.run_id, metrics=self._buffer[i : i + 1000])
+        self._buffer = []
+
+    def log_artifact(self, path: str | Path, subdir: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), subdir)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def start(enabled: bool, run_name: str, uri: str | None = None, run_id: str | None = None):
+    """A tracker: MLflow when enabled, else one that does nothing."""
+    if not enabled:
+        return NullTracker()
+    return MlflowTracker(tracking_uri(uri), run_name, run_id=run_id)

@@ -1,0 +1,265 @@
+"""The training loop: seeded, checkpointed, resumable to the bit, stopped loudly by NaN or inf.
+
+Run directory:
+  config.json      the resolved config and its sha256 ("config_hash")
+  checkpoint.pt    the latest checkpoint (atomic; tensors and plain data only)
+  metrics.jsonl    one JSON line per log or eval event
+  final.json       the final metrics
+  run.json         provenance tags and the MLflow run id
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaezoo import tracking
+from vaezoo.checkpoint import load_checkpoint, save_checkpoint
+from vaezoo.config import from_dict, save_json, to_dict
+from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
+from vaezoo.errors import TrainingDiverged, VaezooError
+from vaezoo.evaluate import bound_on
+from vaezoo.io import atomic_write_text
+from vaezoo.models import build_model
+from vaezoo.objectives import Objective, ObjectiveConfig
+from vaezoo.provenance import provenance, resolve_device, set_determinism
+from vaezoo.runconfig import TrainConfig
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """Independent seeds per (run seed, step, stream): the data order and noise at step t depend on t alone."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def build(cfg: TrainConfig, ds: Dataset, device: torch.device):
+    """Model (seeded init), objective and optimizer for a config."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    if cfg.model.output_bias == "data-mean":
+        model.init_output_bias(ds.train.mean(0))
+    model.to(device)
+    objective = Objective(cfg.objective)
+    objective.check_model(model)
+    o = cfg.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    return model, objective, optimizer
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final.json"
+
+    @property
+    def run(self) -> Path:
+        return self.path / "run.json"
+
+    def read_config(self) -> TrainConfig:
+        if not self.config.is_file():
+            raise VaezooError(f"'{self.path}' is not a vaezoo run directory (no config.json)")
+        data = json.loads(self.config.read_text())
+        return from_dict(TrainConfig, data["config"])
+
+    def read_run(self) -> dict:
+        return json.loads(self.run.read_text()) if self.run.is_file() else {}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def evaluate_during_training(model, x_test, cfg: TrainConfig, device) -> dict:
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    model.eval()
+    out = {}
+    if model.stochastic:
+        out["test_elbo"] = bound_on(model, x_test, ObjectiveConfig(bound="elbo", kl="analytic"), generator=g)
+        out[f"test_iwae_k{cfg.eval_k}"] = bound_on(
+            model, x_test, ObjectiveConfig(bound="iwae", k=cfg.eval_k), batch_size=max(1, 25600 // cfg.eval_k), generator=g
+        )
+    else:
+        out["test_recon"] = bound_on(model, x_test, ObjectiveConfig(bound="recon"), generator=g)
+    model.train()
+    return out
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    track: bool = True,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
+    rd = RunDir(Path(run_dir))
+    if resume:
+        saved = rd.read_config()
+        if saved.hash != cfg.hash:
+            raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg.hash[:12]} != saved {saved.hash[:12]})")
+        ckpt = load_checkpoint(rd.checkpoint) if rd.checkpoint.exists() else None
+        if ckpt is not None and ckpt["config_hash"] != cfg.hash:
+            raise VaezooError(f"checkpoint in '{rd.path}' belongs to another config")
+    elif rd.path.exists() and any(rd.path.iterdir()):
+        raise VaezooError(f"run directory '{rd.path}' already exists; pass --resume to continue it, or choose another")
+    else:
+        ckpt = None
+
+    set_determinism(cfg.deterministic)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data)
+    if cfg.batch_size > len(ds.train):
+        raise VaezooError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training examples of '{ds.name}'")
+    model, objective, optimizer = build(cfg, ds, device)
+    x_test = eval_binarized(ds.test, cfg.data.binarize)
+    start = 0
+    prior = rd.read_run()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        objective.load_state_dict(ckpt["objective"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        start = int(ckpt["step"])
+        _truncate_metrics(rd.metrics, start)
+
+    rd.path.mkdir(parents=True, exist_ok=True)
+    tags = provenance(device, cfg.seed)
+    tracker = tracking.start(track, rd.path.name, tracking_uri, run_id=prior.get("mlflow_run_id"))
+    if not resume or not prior:
+        save_json(rd.config, {"config": cfg.to_dict(), "config_hash": cfg.hash})
+        tracker.log_params({**tracking.flatten(cfg.to_dict()), "config_hash": cfg.hash})
+    tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
+    save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            rd.checkpoint,
+            {
+                "step": step,
+                "config": cfg.to_dict(),
+                "config_hash": cfg.hash,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "objective": objective.state_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+            },
+        )
+
+    data_gen = torch.Generator()
+    noise_gen = torch.Generator(device=device)
+    bar = _progress(progress, cfg.steps, start)
+    window: dict[str, list[float]] = {}
+    t0 = time.perf_counter()
+    last_good = start
+    last_eval: dict = {}
+    metrics_fh = open(rd.metrics, "a")
+    status = "FAILED"
+    try:
+        model.train()
+        for step in range(start, cfg.steps):
+            idx = batch_indices(len(ds.train), cfg.batch_size, step, cfg.seed)
+            data_gen.manual_seed(step_seed(cfg.seed, step, 1))
+            noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
+            x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            out = objective(model, x, noise_gen)
+            terms = {"bound": out.bound, "loss": out.loss, **out.terms}
+            values = torch.stack([t.detach().float() for t in terms.values()]).cpu()
+            bad = [name for name, v in zip(terms, values) if not torch.isfinite(v)]
+            if bad:
+                raise TrainingDiverged(
+                    f"non-finite '{bad[0]}' ({float(values[list(terms).index(bad[0])])}) at step {step + 1}; "
+                    f"training stopped; the last good checkpoint (step {last_good}) is kept in '{rd.path}'"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            done = step + 1
+            for name, v in zip(terms, values.tolist()):
+                window.setdefault(name, []).append(v)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                row = {f"train_{k}": sum(v) / len(v) for k, v in window.items() if k != "loss"}
+                row["samples_per_s"] = cfg.batch_size * len(window["bound"]) / (time.perf_counter() - t0)
+                _emit(metrics_fh, tracker, done, row)
+                window, t0 = {}, time.perf_counter()
+                bar.set_postfix(bound=f"{row['train_bound']:.2f}")
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                last_eval = evaluate_during_training(model, x_test, cfg, device)
+                _emit(metrics_fh, tracker, done, last_eval)
+                t0 = time.perf_counter()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                metrics_fh.flush()
+                checkpoint(done)
+                last_good = done
+            bar.update(1)
+        status = "FINISHED"
+    finally:
+        bar.close()
+        metrics_fh.close()
+        tracker.flush()
+        if status == "FAILED":
+            tracker.end("FAILED")
+    final = {"step": cfg.steps, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
+    save_json(rd.final, final)
+    for path in (rd.config, rd.metrics, rd.final, rd.run):
+        tracker.log_artifact(path)
+    tracker.log_artifact(rd.checkpoint, "checkpoint")
+    tracker.end("FINISHED")
+    return final
+
+
+def _emit(fh, tracker, step: int, row: dict) -> None:
+    fh.write(json.dumps({"step": step, **row}) + "\n")
+    tracker.log_metrics(row, step)
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix(self, **kw) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def load_run_model(run_dir: str | Path, device: str = "cpu"):
+    """(model, config) from a run directory's checkpoint, on ``device``, in eval mode."""
+    rd = RunDir(Path(run_dir))
+    cfg = rd.read_config()
+    state = load_checkpoint(rd.checkpoint)
+    if state["config_hash"] != cfg.hash:
+        raise VaezooError(f"checkpoint in '{rd.path}' does not match its config.json")
+    model = build_model(cfg.model)
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval(), cfg
+
+
+__all__ = ["train", "build", "load_run_model", "RunDir", "step_seed", "to_dict"]
