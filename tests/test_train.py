@@ -1,0 +1,148 @@
+"""Training: same seed -> same bits, SIGKILL + resume -> same bits, NaN stops loudly, run directory contents."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaezoo.checkpoint import load_checkpoint
+from vaezoo.errors import TrainingDiverged, VaezooError
+from vaezoo.runconfig import resolve_config
+from vaezoo.train import train
+
+SMALL = {"model": {"hidden": [64, 32], "latent_dim": 8}, "data": {"name": "digits"}, "batch_size": 32,
+         "eval_every": 100, "log_every": 20, "eval_k": 8}
+
+
+def small(**over):
+    user = json.loads(json.dumps(SMALL))
+    for k, v in over.items():
+        if isinstance(v, dict):
+            user.setdefault(k, {}).update(v)
+        else:
+            user[k] = v
+    return resolve_config(user, (1, 8, 8))
+
+
+def weights(run_dir) -> dict:
+    return load_checkpoint(Path(run_dir) / "checkpoint.pt")["model"]
+
+
+def assert_bit_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_twice_gives_bit_identical_weights(tmp_path):
+    cfg = small(steps=60, checkpoint_every=60)
+    train(cfg, tmp_path / "a", track=False, progress=False)
+    train(cfg, tmp_path / "b", track=False, progress=False)
+    assert_bit_identical(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    train(small(steps=60, checkpoint_every=60, seed=1), tmp_path / "c", track=False, progress=False)
+    assert not torch.equal(weights(tmp_path / "a")["encoder.1.weight"], weights(tmp_path / "c")["encoder.1.weight"])
+
+
+def test_run_directory_holds_config_metrics_checkpoint_final(tmp_path):
+    cfg = small(steps=40, checkpoint_every=20, eval_every=20)
+    final = train(cfg, tmp_path / "r", track=False, progress=False)
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.json", "checkpoint.pt", "metrics.jsonl", "final.json", "run.json"} <= files
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["config_hash"] == cfg.hash
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train_bound" in r] == [20, 40]
+    assert final["test_elbo"] <= final["test_iwae_k8"] + 0.5  # IWAE_8 >= ELBO up to MC error
+    tags = json.loads((tmp_path / "r" / "run.json").read_text())["tags"]
+    for key in ("git_sha", "version.torch", "cpu_model", "torch_threads", "seed", "deterministic_algorithms"):
+        assert key in tags
+    # an existing run is never overwritten
+    with pytest.raises(VaezooError, match="already exists"):
+        train(cfg, tmp_path / "r", track=False, progress=False)
+
+
+def test_sigkill_then_resume_ends_bit_identical(tmp_path):
+    steps = 1500
+    cfg = small(steps=steps, checkpoint_every=100, eval_every=1000)
+    train(cfg, tmp_path / "whole", track=False, progress=False)
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(cfg.to_dict()))
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "vaezoo.cli", "train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = load_checkpoint(run / "checkpoint.pt")["step"]
+    assert killed_at < steps, "the run finished before it could be killed"
+
+    from vaezoo.cli import main
+
+    assert main(["train", "--resume", str(run), "--no-track", "--no-progress"]) == 0
+    assert_bit_identical(weights(tmp_path / "whole"), weights(run))
+    # the metrics log is rewound to the checkpoint: same rows, same bounds, no duplicates
+    def rows(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"} for line in path.read_text().splitlines()]
+
+    assert rows(run / "metrics.jsonl") == rows(tmp_path / "whole" / "metrics.jsonl")
+
+
+def test_nan_stops_training_naming_step_and_term_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    from vaezoo.objectives import objective as objective_module
+
+    real_call = objective_module.Objective.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, model, x, generator=None):
+        out = real_call(self, model, x, generator)
+        calls["n"] += 1
+        if calls["n"] == 8:
+            out.terms["kl"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", poisoned)
+    cfg = small(steps=20, checkpoint_every=5)
+    with pytest.raises(TrainingDiverged, match="non-finite 'kl' \\(nan\\) at step 8.*last good checkpoint \\(step 5\\)"):
+        train(cfg, tmp_path / "r", track=False, progress=False)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 5
+
+
+def test_divergence_from_the_cli_exits_2(tmp_path, capsys):
+    from vaezoo.cli import main
+
+    rc = main(["train", "--dataset", "linear-gaussian", "--backbone", "linear", "--likelihood", "gaussian", "--latent-dim", "3",
+               "--lr", "1e30", "--steps", "50", "--batch-size", "16", "--run-dir", str(tmp_path / "r"), "--no-track", "--no-progress"])
+    assert rc == 2
+    assert "non-finite" in capsys.readouterr().err
+
+
+def test_beta_zero_and_beta_large_both_train_and_order_the_kl(tmp_path):
+    """beta = 0 keeps an informative (large-KL) code; beta >> 1 collapses the posterior onto the prior."""
+    kls = {}
+    for beta in (0.0, 1.0, 50.0):
+        final = train(small(steps=300, checkpoint_every=300, eval_every=300, objective={"beta": beta}), tmp_path / f"b{beta}",
+                      track=False, progress=False)
+        assert all(torch.isfinite(torch.tensor(v)) for v in final.values())
+        rows = [json.loads(line) for line in (tmp_path / f"b{beta}" / "metrics.jsonl").read_text().splitlines()]
+        kls[beta] = [r["train_kl"] for r in rows if "train_kl" in r][-1]
+    assert kls[0.0] > kls[1.0] > kls[50.0]
+    assert kls[50.0] < 0.5  # collapsed: almost no information in z
+
+
+def test_ae_trains_on_reconstruction(tmp_path):
+    final = train(small(steps=100, checkpoint_every=100, model={"name": "ae"}), tmp_path / "ae", track=False, progress=False)
+    assert "test_recon" in final and final["test_recon"] < 0
