@@ -36,7 +36,7 @@ def test_train_run_lands_in_the_local_store(tmp_path):
                 "seed", "deterministic_algorithms"):
         assert tag in run.data.tags
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id)}
-    assert {"config.json", "metrics.jsonl", "final.json", "checkpoint"} <= artifacts
+    assert {"config.json", "metrics.jsonl", "final.json", "checkpoint", "samples.png", "samples-recon.png"} <= artifacts
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
 
 

@@ -5,6 +5,7 @@ Run directory:
   checkpoint.pt    the latest checkpoint (atomic; tensors and plain data only)
   metrics.jsonl    one JSON line per log or eval event
   final.json       the final metrics
+  samples.png      64 prior samples; samples-recon.png: test images and their reconstructions
   run.json         provenance tags and the MLflow run id
 """
 
@@ -28,6 +29,7 @@ from vaezoo.models import build_model
 from vaezoo.objectives import Objective, ObjectiveConfig
 from vaezoo.provenance import provenance, resolve_device, set_determinism
 from vaezoo.runconfig import TrainConfig
+from vaezoo.sampling import write_sample_grids
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -135,7 +137,7 @@ def train(
     if cfg.batch_size > len(ds.train):
         raise VaezooError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training examples of '{ds.name}'")
     model, objective, optimizer = build(cfg, ds, device)
-    x_test = eval_binarized(ds.test, cfg.data.binarize)
+    x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
     start = 0
     prior = rd.read_run()
     if ckpt is not None:
@@ -144,6 +146,7 @@ def train(
         objective.load_state_dict(ckpt["objective"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         start = int(ckpt["step"])
+    if resume:
         _truncate_metrics(rd.metrics, start)
 
     rd.path.mkdir(parents=True, exist_ok=True)
@@ -224,7 +227,8 @@ def train(
             tracker.end("FAILED")
     final = {"step": cfg.steps, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
     save_json(rd.final, final)
-    for path in (rd.config, rd.metrics, rd.final, rd.run):
+    grids = write_sample_grids(model.eval(), x_test, 64, rd.path / "samples.png", seed=cfg.seed)
+    for path in (rd.config, rd.metrics, rd.final, rd.run, *grids):
         tracker.log_artifact(path)
     tracker.log_artifact(rd.checkpoint, "checkpoint")
     tracker.end("FINISHED")

@@ -18,6 +18,7 @@ COMMANDS = [
     ("vaezoo.bench.gradvar", "gradvar_command"),
     ("vaezoo.bench.throughput", "throughput_command"),
     ("vaezoo.bench.sampling", "sampling_command"),
+    ("vaezoo.bench.claims", "claims_command"),
 ]
 
 for _module, _attr in COMMANDS:

@@ -19,12 +19,11 @@ REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 300
 
 
 def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples: int = 5000, track: bool = True) -> dict:
-    from vaezoo.data import DATASET_SHAPES, eval_binarized, load_dataset
+    from vaezoo.data import DATASET_SHAPES
     from vaezoo.evaluate_run import evaluate_run
     from vaezoo.runconfig import resolve_config
-    from vaezoo.sampling import write_sample_grids
     from vaezoo.tracking import tracking_uri
-    from vaezoo.train import load_run_model, train
+    from vaezoo.train import train
 
     user = json.loads(json.dumps(REFERENCE))
     if steps is not None:
@@ -36,9 +35,7 @@ def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples:
     train(cfg, run_dir, track=track)
     t_train = time.perf_counter() - t0
     report, eval_path = evaluate_run(run_dir, k=64, is_samples=is_samples, track=track)
-    model, _ = load_run_model(run_dir)
-    ds = load_dataset(cfg.data)
-    grids = write_sample_grids(model, eval_binarized(ds.test, cfg.data.binarize), 64, run_dir / "samples.png")
+    grids = (run_dir / "samples.png", run_dir / "samples-recon.png")  # written by train()
     summary = {
         "run_dir": str(run_dir),
         "train_seconds": round(t_train, 1),
