@@ -25,6 +25,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests
 
+# The pytest-benchmark suite (benchmarks/, not part of `make test`), then the check of its speed ratios
+# (paired benchmarks measured in this same run; absolute times are never compared).
+BENCH_JSON := .benchmarks/ci.json
+bench-ci: $(STAMP)
+	mkdir -p $(dir $(BENCH_JSON))
+	$(PY) -m pytest -q -m "not slow" benchmarks --benchmark-json=$(BENCH_JSON) --benchmark-columns=median,iqr,rounds
+	$(PY) benchmarks/check_ratios.py $(BENCH_JSON)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaezoo exporters tests benchmarks
 

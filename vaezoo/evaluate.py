@@ -27,8 +27,10 @@ def _batches(x: torch.Tensor, batch_size: int):
 def log_weight_moments(model, x, samples: int, generator=None, chunk: int | None = None):
     """Per datapoint: (logsumexp_s log w_s, logsumexp_s 2 log w_s) over ``samples`` draws, in chunks."""
     q = model.encode(x)
-    D = math.prod(x.shape[1:])
-    chunk = chunk or max(1, min(samples, int(2e7 // (len(x) * D))))
+    # CPU: ~2k decoder rows per chunk keep activations in cache (a 20M-element chunk ran 1.7x slower);
+    # GPU: large chunks amortise kernel launches
+    rows = 262_144 if x.is_cuda else 2048
+    chunk = chunk or max(1, min(samples, rows // len(x)))
     lse = torch.full((len(x),), -math.inf, device=x.device, dtype=torch.float64)
     lse2 = lse.clone()
     done = 0

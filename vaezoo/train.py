@@ -179,6 +179,7 @@ def train(
     t0 = time.perf_counter()
     last_good = start
     last_eval: dict = {}
+    pending: list[torch.Tensor] = []
     metrics_fh = open(rd.metrics, "a")
     status = "FAILED"
     try:
@@ -189,20 +190,28 @@ def train(
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
             out = objective(model, x, noise_gen)
-            terms = {"bound": out.bound, "loss": out.loss, **out.terms}
-            values = torch.stack([t.detach().float() for t in terms.values()]).cpu()
-            bad = [name for name, v in zip(terms, values) if not torch.isfinite(v)]
-            if bad:
-                raise TrainingDiverged(
-                    f"non-finite '{bad[0]}' ({float(values[list(terms).index(bad[0])])}) at step {step + 1}; "
-                    f"training stopped; the last good checkpoint (step {last_good}) is kept in '{rd.path}'"
-                )
+            names = ["bound", "loss", *out.terms]
+            # terms stay on the device; they are checked in one transfer before anything is logged,
+            # evaluated or checkpointed, so a GPU is not synchronised every step
+            pending.append(torch.stack([out.bound.detach(), out.loss.detach(), *out.terms.values()]).float())
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             done = step + 1
-            for name, v in zip(terms, values.tolist()):
-                window.setdefault(name, []).append(v)
+            flush = done == cfg.steps or any(done % n == 0 for n in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
+            if flush:
+                values = torch.stack(pending).cpu()
+                first = done - len(pending) + 1
+                pending = []
+                finite = torch.isfinite(values)
+                if not finite.all():
+                    row, col = map(int, (~finite).nonzero()[0])
+                    raise TrainingDiverged(
+                        f"non-finite '{names[col]}' ({float(values[row, col])}) at step {first + row}; training stopped; "
+                        f"the last good checkpoint (step {last_good}) is kept in '{rd.path}'"
+                    )
+                for name, column in zip(names, values.T.tolist()):
+                    window.setdefault(name, []).extend(column)
             if done % cfg.log_every == 0 or done == cfg.steps:
                 row = {f"train_{k}": sum(v) / len(v) for k, v in window.items() if k != "loss"}
                 row["samples_per_s"] = cfg.batch_size * len(window["bound"]) / (time.perf_counter() - t0)

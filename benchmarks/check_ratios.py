@@ -1,0 +1,60 @@
+"""Fail CI on a speed-ratio regression, read from one pytest-benchmark JSON (one run, one machine).
+
+    python benchmarks/check_ratios.py .benchmarks/ci.json
+
+Paired benchmarks (benchmarks/conftest.py, ``side_by_side``) record in ``extra_info`` the speedup of
+vaezoo's path over its baseline, measured interleaved in that same run, and the floor ``min_speedup``
+the suite promises. The check fails only where a speedup is below its floor; absolute times, noisy on a
+shared machine, are never compared. Exit status: 0 all floors met; 1 a floor missed, or no pair found
+(a suite that measured nothing checks nothing); 2 unreadable input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def pair_ratios(benchmarks: list[dict]) -> dict[str, dict]:
+    """pair name -> {speedup, min_speedup, name} for every benchmark that recorded a speedup."""
+    out = {}
+    for b in benchmarks:
+        info = b.get("extra_info") or {}
+        if "speedup" in info:
+            out[info.get("pair", b["name"])] = {
+                "speedup": float(info["speedup"]),
+                "min_speedup": info.get("min_speedup"),
+                "name": b["name"],
+            }
+    return dict(sorted(out.items()))
+
+
+def check(path: str | Path) -> int:
+    try:
+        ratios = pair_ratios(json.loads(Path(path).read_text())["benchmarks"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: cannot read benchmark results from '{path}': {exc}", file=sys.stderr)
+        return 2
+    if not ratios:
+        print(f"error: no paired benchmark in '{path}' (nothing to check)", file=sys.stderr)
+        return 1
+    failed = 0
+    print(f"{'pair':40s} {'speedup':>8s} {'floor':>6s}")
+    for pair, r in ratios.items():
+        floor = r["min_speedup"]
+        bad = floor is not None and r["speedup"] < floor
+        failed += bad
+        floor_txt = f"{floor:.2f}" if floor is not None else "-"
+        print(f"{pair:40s} {r['speedup']:8.3f} {floor_txt:>6s}  {'REGRESSION' if bad else 'ok'}")
+    if failed:
+        print(f"{failed} speed ratio(s) below their floor", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: python benchmarks/check_ratios.py BENCHMARK.json", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(check(sys.argv[1]))

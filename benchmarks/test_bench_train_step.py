@@ -1,0 +1,64 @@
+"""One training step per registered variant: vaezoo's step (Objective + Adam, as vaezoo/train.py) against
+the plain hand-written PyTorch loop for the same model and batch (vaezoo.bench.plain_loop), interleaved.
+
+Both do bit-identical arithmetic (tests/test_throughput.py), so the ratio is vaezoo's own overhead.
+Goal: >= 0.97 x the plain loop (shared/ANCHORS.md); the CI floor leaves room for a noisy machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vaezoo.bench.throughput import (
+    MODES,
+    PRECISIONS,
+    eager_step,
+    plain_parts,
+    synthetic_batch,
+    train_config,
+    vaezoo_parts,
+)
+from vaezoo.models import list_models
+
+MIN_SPEEDUP = 0.85  # vaezoo step / plain step, samples/s; goal 0.97
+CASES = [(s.name, "mlp", 128) for s in list_models()] + [("vae", "conv", 32)]
+
+
+@pytest.mark.parametrize("variant,backbone,batch", CASES, ids=[f"{v}-{b}-b{n}" for v, b, n in CASES])
+def test_train_step(side_by_side, variant, backbone, batch):
+    cfg = train_config(variant, backbone, batch)
+    ours = vaezoo_parts(cfg, synthetic_batch(batch, torch.device("cpu")))
+    plain = plain_parts(cfg, ours)
+    fp32 = PRECISIONS["fp32"]
+    rounds = 40 if backbone == "conv" else 80
+    side_by_side(
+        f"train-step/{variant}-{backbone}-b{batch}",
+        eager_step(ours, fp32),
+        eager_step(plain, fp32),
+        rounds=rounds,
+        warmup_rounds=5,
+        min_speedup=MIN_SPEEDUP,
+        work=batch,
+    )
+
+
+MIN_COMPILE_SPEEDUP = 1.05  # torch.compile of the whole step / eager, samples/s; goal 1.25 at batch 128 on CPU
+
+
+def test_compiled_train_step(side_by_side):
+    """The whole step (Objective, backward, Adam) under torch.compile against the same step eager."""
+    cfg = train_config("vae", "mlp", 128)
+    x = synthetic_batch(128, torch.device("cpu"))
+    fp32 = PRECISIONS["fp32"]
+    compiled = MODES["compile"](vaezoo_parts(cfg, x), fp32)
+    compiled()  # compile outside the timed rounds (its cost is reported by `vaezoo bench throughput`)
+    side_by_side(
+        "train-step-compiled/vae-mlp-b128",
+        compiled,
+        eager_step(vaezoo_parts(cfg, x), fp32),
+        rounds=80,
+        warmup_rounds=5,
+        min_speedup=MIN_COMPILE_SPEEDUP,
+        work=128,
+    )

@@ -1,0 +1,132 @@
+"""DistributedDataParallel: two CPU processes under gloo average their gradients correctly.
+
+After DDP steps every rank holds the same weights, and they equal one process's weights after the same
+steps on the concatenated batch (float64, so Adam's sign-like first update cannot amplify rounding).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from vaezoo.bench.ddp import ddp_parts
+from vaezoo.bench.throughput import PRECISIONS, synthetic_batch, train_config, train_step, vaezoo_parts
+
+WORLD = 2
+BATCH = 8
+STEPS = 2
+VARIANTS = ("vae", "iwae", "ae")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _batch(rank: int) -> torch.Tensor:
+    return synthetic_batch(BATCH, torch.device("cpu"), seed=100 + rank).double()
+
+
+def _snapshot(model: torch.nn.Module) -> dict:
+    """Weights after the last step, and that step's gradients (Adam's update hides a gradient's scale)."""
+    grads = {f"grad.{n}": p.grad.detach().clone() for n, p in model.named_parameters()}
+    return {**model.state_dict(), **grads}
+
+
+def _worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        for variant in VARIANTS:
+            parts = ddp_parts(train_config(variant, "mlp", BATCH), _batch(rank), rank)
+            for _ in range(STEPS):
+                train_step(parts, PRECISIONS["fp32"], None, parts.generator)
+            torch.save(_snapshot(parts.model), os.path.join(out_dir, f"{variant}-rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _single_process(variant: str) -> dict:
+    """One process, the concatenated batch: the mean loss over both ranks' data (and noise)."""
+    cfg = train_config(variant, "mlp", BATCH)
+    xs = [_batch(r) for r in range(WORLD)]
+    parts = vaezoo_parts(cfg, torch.cat(xs))
+    parts.model.double()
+    objective_loss = parts.loss_fn
+    if variant == "ae":  # no noise: literally one batch of 2 x BATCH
+        loss_fn = objective_loss
+    else:  # the same noise each rank drew (generator seeded seed * 1000 + rank), on the same datapoints
+        gens = [torch.Generator().manual_seed(cfg.seed * 1000 + r) for r in range(WORLD)]
+
+        def loss_fn(x, _generator):
+            return sum(objective_loss(xr, g) for xr, g in zip(x.chunk(WORLD), gens)) / WORLD
+
+    parts.loss_fn = loss_fn
+    for _ in range(STEPS):
+        train_step(parts, PRECISIONS["fp32"], None, None)
+    return _snapshot(parts.model)
+
+
+def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path):
+    mp.start_processes(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, start_method="spawn")
+    for variant in VARIANTS:
+        ranks = [torch.load(tmp_path / f"{variant}-rank{r}.pt", weights_only=True) for r in range(WORLD)]
+        reference = _single_process(variant)
+        start = vaezoo_parts(train_config(variant, "mlp", BATCH), _batch(0)).model.double().state_dict()
+        assert any(k.startswith("grad.") for k in reference)
+        for name, ref in reference.items():
+            assert torch.equal(ranks[0][name], ranks[1][name]), f"{variant}: ranks differ in {name}"
+            torch.testing.assert_close(ranks[0][name], ref, rtol=1e-9, atol=1e-10, msg=f"{variant}: {name}")
+            if name in start and name.endswith("weight"):
+                assert not torch.equal(ref, start[name]), f"{variant}: {name} did not train"
+
+
+def test_torchrun_benchmark_reports_scaling_efficiency(tmp_path):
+    out = tmp_path / "ddp.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "vaezoo.bench.ddp",
+        "--model",
+        "ae",
+        "--batch-size",
+        "16",
+        "--windows",
+        "2",
+        "--window-s",
+        "0.05",
+        "--warmup-s",
+        "0.05",
+        "--out",
+        str(out),
+        "--out-dir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    assert summary["ddp_samples_per_s"] > 0 and summary["single_samples_per_s"] > 0
+    assert summary["scaling_efficiency"] == pytest.approx(
+        summary["ddp_samples_per_s"] / (2 * summary["single_samples_per_s"])
+    )
+    assert list(tmp_path.glob("ddp-fp32-*.csv")), "no CSV written"
+    assert "scaling efficiency" in proc.stdout
+
+
+def test_bad_ddp_input_is_a_clear_error():
+    from vaezoo.bench.ddp import main
+
+    assert main(["--batch-size", "0"]) == 2
+    assert main(["--precision", "fp8"]) == 2
+    assert main(["--model", "nope"]) == 2

@@ -1,0 +1,266 @@
+"""Training throughput under DistributedDataParallel, and its scaling efficiency versus one process.
+
+    torchrun --nproc-per-node 2 -m vaezoo.bench.ddp --model vae --backbone mlp --batch-size 128
+
+Backend: gloo on CPU, NCCL on CUDA (one GPU per process). ``--batch-size`` is per process (weak
+scaling: N processes train on N x batch per step). In the same launch, rank 0 first measures the plain
+single-process vaezoo step alone (the other ranks wait), then every rank runs the DDP step; scaling
+efficiency = aggregate DDP samples/s / (N x single-process samples/s). Both use the same threads per
+process (torchrun sets OMP_NUM_THREADS=1 for N > 1 unless you set it).
+
+DDP averages the ranks' gradients; since each rank's loss is a batch mean over equal batches, one DDP step
+equals one single-process step on the concatenated batch (tests/test_ddp.py checks it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import click
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from vaezoo.bench import timing
+from vaezoo.bench.throughput import (
+    TrainParts,
+    environment,
+    get_precision,
+    merge_csv,
+    standalone,
+    synthetic_batch,
+    train_config,
+    train_step,
+    vaezoo_parts,
+)
+from vaezoo.errors import VaezooError
+
+
+class ObjectiveLoss(nn.Module):
+    """The objective's loss as a module's forward: DDP synchronises gradients only for work done in forward()."""
+
+    def __init__(self, model: nn.Module, objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.objective(self.model, x, generator).loss
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; a lone process becomes a world of one."""
+    from vaezoo.provenance import resolve_device
+
+    device = resolve_device(device_name)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise VaezooError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    bind = {"device_id": device} if device.type == "cuda" else {}  # NCCL: one GPU per rank, known up front
+    if "RANK" in os.environ:
+        dist.init_process_group(backend_for(device), **bind)
+    else:
+        store = os.path.join(tempfile.mkdtemp(prefix="vaezoo-ddp-"), "store")
+        dist.init_process_group(backend_for(device), init_method=f"file://{store}", rank=0, world_size=1, **bind)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def ddp_parts(tcfg, x: torch.Tensor, rank: int) -> TrainParts:
+    """vaezoo's model, Objective and Adam (as vaezoo/train.py builds them) behind DistributedDataParallel,
+    in the dtype of ``x``; rank r draws its noise from a generator seeded ``seed * 1000 + r``."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from vaezoo.data import Dataset
+    from vaezoo.train import build
+
+    model, objective, optimizer = build(tcfg, Dataset("synthetic", x.cpu(), x[:1].cpu()), x.device)
+    model.to(x.dtype).train()  # in place: the optimizer keeps the same parameter objects
+    wrapped = DDP(ObjectiveLoss(model, objective), device_ids=[x.device.index] if x.device.type == "cuda" else None)
+    gen = torch.Generator(device=x.device).manual_seed(tcfg.seed * 1000 + rank)
+    return TrainParts(model, lambda xb, g: wrapped(xb, g), optimizer, x, gen)
+
+
+def _agree(value):
+    """Rank 0's value, on every rank (so all ranks take the same number of steps: each step all-reduces)."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _agreed_windows(step, device, cfg: DDPConfig) -> tuple[float, int, list[float]]:
+    """(first-call seconds, steps per window, this rank's seconds per window), step counts agreed with rank 0."""
+    first = timing.timed(step, device, 1)
+    n, done, spent = 1, 0, 0.0
+    while True:
+        dt = _agree(timing.timed(step, device, n))
+        done, spent = done + n, spent + dt
+        if done >= 3 and spent >= cfg.warmup_s:
+            break
+        if dt < cfg.warmup_s / 8:
+            n *= 2
+    per_window = max(1, round(cfg.window_s / (spent / done)))
+    times = [timing.timed(step, device, per_window) for _ in range(cfg.windows)]
+    return first, per_window, times
+
+
+@dataclass
+class DDPConfig:
+    """One DDP benchmark point; ``batch_size`` is per process."""
+
+    model: str = "vae"
+    backbone: str = "mlp"
+    batch_size: int = 128
+    precision: str = "fp32"
+    device: str = "cpu"
+    windows: int = 5
+    window_s: float = 0.5
+    warmup_s: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0:
+            raise VaezooError(f"batch size must be > 0, got {self.batch_size}")
+        if self.windows < 1 or self.window_s <= 0 or self.warmup_s < 0:
+            raise VaezooError("need windows >= 1, window_s > 0, warmup_s >= 0")
+        get_precision(self.precision)
+        train_config(self.model, self.backbone, self.batch_size, self.seed)  # unknown model or backbone: error now
+
+
+def run_ddp(cfg: DDPConfig) -> dict | None:
+    """The benchmark on every rank; rank 0 returns the summary (other ranks None)."""
+    rank, world, device = init_distributed(cfg.device)
+    try:
+        prec = get_precision(cfg.precision)
+        prec.check(device)
+        tcfg = train_config(cfg.model, cfg.backbone, cfg.batch_size, cfg.seed)
+        x = synthetic_batch(cfg.batch_size, device, cfg.seed * 1000 + rank)
+        single = None
+        if rank == 0:  # one process alone, same threads and per-process batch; the others wait
+            parts = vaezoo_parts(tcfg, x)
+            scaler = prec.scaler(device)
+            res = timing.measure(
+                {"single": lambda: train_step(parts, prec, scaler, parts.generator)},
+                device,
+                cfg.windows,
+                cfg.window_s,
+                cfg.warmup_s,
+            )["single"]
+            single = cfg.batch_size * res.median
+            del parts
+        dist.barrier()
+        parts = ddp_parts(tcfg, x, rank)
+        scaler = prec.scaler(device)
+        first, per_window, times = _agreed_windows(
+            lambda: train_step(parts, prec, scaler, parts.generator), device, cfg
+        )
+        all_times = [None] * world
+        dist.all_gather_object(all_times, times)
+        if rank != 0:
+            return None
+        # a window ends when its slowest rank ends
+        rates = [world * cfg.batch_size * per_window / max(t[w] for t in all_times) for w in range(cfg.windows)]
+        agg = statistics.median(rates)
+        env = environment(device)
+        return {
+            **asdict(cfg),
+            "world_size": world,
+            "backend": dist.get_backend(),
+            "threads_per_process": torch.get_num_threads(),
+            "single_samples_per_s": single,
+            "ddp_samples_per_s": agg,
+            "ddp_samples_per_s_low": min(rates),
+            "ddp_samples_per_s_high": max(rates),
+            "per_process_samples_per_s": agg / world,
+            "scaling_efficiency": agg / (world * single),
+            "ddp_first_step_s": first,
+            "steps_per_window": per_window,
+            "device_name": env.device_name,
+            "torch": env.torch,
+            "git_sha": env.git_sha,
+            "csv_stem": env.stem,
+        }
+    finally:
+        dist.destroy_process_group()
+
+
+DDP_COLUMNS = [
+    "model",
+    "backbone",
+    "batch_size",
+    "precision",
+    "world_size",
+    "backend",
+    "threads_per_process",
+    "single_samples_per_s",
+    "ddp_samples_per_s",
+    "ddp_samples_per_s_low",
+    "ddp_samples_per_s_high",
+    "per_process_samples_per_s",
+    "scaling_efficiency",
+    "ddp_first_step_s",
+    "windows",
+    "steps_per_window",
+    "device_name",
+    "torch",
+    "git_sha",
+]
+
+
+@click.command("ddp")
+@click.option("--model", default="vae", show_default=True)
+@click.option("--backbone", default="mlp", show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Per process.")
+@click.option("--precision", default="fp32", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu (gloo) or cuda (NCCL, one GPU per process).")
+@click.option("--windows", type=int, default=5, show_default=True)
+@click.option("--window-s", type=float, default=0.5, show_default=True)
+@click.option("--warmup-s", type=float, default=0.5, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="JSON summary here (rank 0).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Merge a line into ddp-<precision>-<env>.csv here.",
+)
+def ddp_command(out, out_dir, **options) -> None:
+    """DDP training throughput and scaling efficiency versus one process (launch with torchrun)."""
+    summary = run_ddp(DDPConfig(**options))
+    if summary is None:
+        return
+    from vaezoo.io import atomic_write_text
+
+    click.echo(
+        f"DDP x{summary['world_size']} ({summary['backend']}, {summary['threads_per_process']} threads/process, "
+        f"batch {summary['batch_size']}/process): {summary['ddp_samples_per_s']:,.0f} samples/s; one process "
+        f"{summary['single_samples_per_s']:,.0f}; scaling efficiency {summary['scaling_efficiency']:.3f}"
+    )
+    if out:
+        atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
+    if out_dir:
+        path = Path(out_dir) / f"ddp-{summary['precision']}-{summary['csv_stem']}.csv"
+        merge_csv(
+            path, [summary], ("model", "backbone", "batch_size", "world_size", "threads_per_process"), DDP_COLUMNS
+        )
+        click.echo(f"written: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return standalone(ddp_command, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
