@@ -48,7 +48,18 @@ def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples:
         "samples": [str(p) for p in grids],
         "mlflow": tracking_uri() if track else "off",
     }
+    summary["gradvar"] = _quick_gradvar(run_dir, track)
     return summary
+
+
+def _quick_gradvar(run_dir: Path, track: bool) -> str:
+    """The quick gradient-variance study on the model just trained; if it fails, the main job's summary still prints."""
+    try:
+        from vaezoo.bench.gradvar import quick_study
+
+        return quick_study(run_dir, track=track)["paths"]["summary"]
+    except Exception as exc:  # any failure here is reported in the summary, not raised
+        return f"failed ({type(exc).__name__}: {exc})"
 
 
 @click.command("main")
@@ -70,3 +81,6 @@ def main_command(steps, is_samples, out_root, no_track) -> None:
     click.echo(f"run directory                  {s['run_dir']}")
     click.echo(f"samples                        {', '.join(s['samples'])}")
     click.echo(f"MLflow store                   {s['mlflow']}  (view: mlflow ui --backend-store-uri {s['mlflow']})")
+    click.echo(f"gradient variance (quick)      {s['gradvar']}")
+    if s["gradvar"].startswith("failed"):
+        raise VaezooError(f"the quick gradient-variance study {s['gradvar']}")

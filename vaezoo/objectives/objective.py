@@ -94,14 +94,19 @@ class Objective:
             )
 
     def __call__(self, model, x: torch.Tensor, generator: torch.Generator | None = None) -> ObjectiveOutput:
-        q = model.encode(x)
         if self.cfg.bound == "recon":
-            recon = model.log_likelihood(x, q.mu)
+            recon = model.log_likelihood(x, model.encode(x).mu)
             return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
+        q = model.encode(x)
         eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
-        est: Estimate = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
+        est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
         terms = {"kl": q.kl_standard_normal().mean().detach()}
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
+
+    def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:
+        """The estimate for given noise eps [K, B, d]: a pure function of (parameters, x, eps), as
+        torch.func needs (per-example gradients in vaezoo.gradnoise)."""
+        return self.estimator(model, x, model.encode(x), eps, BOUNDS[self.cfg.bound])
 
     def state_dict(self) -> dict:
         return self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
