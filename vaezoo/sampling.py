@@ -23,7 +23,9 @@ def write_sample_grids(model, x_test: torch.Tensor, n: int, out: str | Path, see
     g = torch.Generator(device=device).manual_seed(seed)
     samples = model.sample(n, generator=g).cpu()
     save_grid(out, samples.numpy())
-    x = x_test[: max(1, n // 2)].to(device)
+    # evenly spaced test images: a split sorted by label would otherwise show one class only
+    idx = torch.linspace(0, len(x_test) - 1, min(len(x_test), max(1, n // 2))).long()
+    x = x_test[idx].to(device)
     recon = model.likelihood.mean(model.decode(model.encode(x).mu)).cpu()
     ncol = min(8, len(x))
     rows = []
