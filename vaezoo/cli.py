@@ -216,22 +216,16 @@ def sample(run, n, out, seed) -> None:
     click.echo("written: " + ", ".join(map(str, paths)))
 
 
-def _add_optional_commands() -> None:
-    """Command groups that live in their own modules (benchmarks, export, pull)."""
-    import importlib
+def _add_command_modules() -> None:
+    """Command groups that live in their own modules: benchmarks, and export/pull/pretrained."""
+    from vaezoo.bench.cli import bench
+    from vaezoo.distribution_cli import register
 
-    for module, attr in (("vaezoo.bench.cli", "bench"), ("vaezoo.distribution_cli", "register")):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        obj = getattr(mod, attr)
-        obj(cli) if callable(obj) and not isinstance(obj, click.Command) else cli.add_command(obj)
+    cli.add_command(bench)
+    register(cli)
 
 
-_add_optional_commands()
+_add_command_modules()
 
 
 def main(argv: list[str] | None = None) -> int:
