@@ -113,3 +113,13 @@ def test_help_on_every_command(capsys):
     for cmd in ("models", "datasets", "train", "eval", "sample"):
         assert main([cmd, "--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+def test_deterministic_flag_reaches_config_and_tags(tmp_path):
+    run = tmp_path / "det"
+    assert main(["train", *SMALL, "--steps", "20", "--deterministic", "--run-dir", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["config"]["deterministic"] is True
+    assert json.loads((run / "run.json").read_text())["tags"]["deterministic_algorithms"] == "true"
+    from vaezoo.provenance import set_determinism
+
+    set_determinism(False)  # the flag is process-wide: leave the other tests as they were

@@ -68,6 +68,7 @@ TRAIN_OPTIONS = {
     "steps": "steps",
     "seed": "seed",
     "device": "device",
+    "deterministic": "deterministic",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
 }
