@@ -100,7 +100,8 @@ class Objective:
         q = model.encode(x)
         eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
         est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
-        terms = {"kl": q.kl_standard_normal().mean().detach()}
+        kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
+        terms = {"kl": kl.mean().detach()}
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
 
     def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:

@@ -16,6 +16,7 @@ class Estimate:
 
     value: torch.Tensor
     surrogate: torch.Tensor
+    kl: torch.Tensor | None = None  # closed-form KL per datapoint, where the estimator computed it anyway
 
 
 @dataclass

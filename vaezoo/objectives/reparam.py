@@ -32,7 +32,7 @@ class Reparam:
         if self.cfg.kl == "analytic":
             recon, kl = kl_terms(model, x, z, q)
             value = recon - kl
-            return Estimate(value=value, surrogate=recon - self.cfg.beta * kl)
+            return Estimate(value=value, surrogate=recon - self.cfg.beta * kl, kl=kl)
         lw: LogWeight = log_weight(model, x, z, q)
         value = bound(lw.total)
         return Estimate(value=value, surrogate=bound(lw.weighted(self.cfg.beta)))
