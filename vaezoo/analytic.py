@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from vaezoo.distributions import LOG_2PI
-from vaezoo.models.backbones import BACKBONES
+from vaezoo.errors import VaezooError
 from vaezoo.models.vae import MIN_SCALE
 
 
@@ -87,7 +87,8 @@ def analytic_elbo(model, x: torch.Tensor) -> torch.Tensor:
     E_q[log p(x|z)] = -[||x - W mu - b||^2 + sum_j sigma_j^2 ||W_j||^2] / (2 s^2) - (D/2) log(2 pi s^2),
     minus the closed-form KL. Differentiable in the model's parameters: its gradient is the exact one.
     """
-    assert model.cfg.backbone in BACKBONES and model.cfg.backbone == "linear"
+    if model.cfg.backbone != "linear" or model.cfg.likelihood != "gaussian" or model.cfg.learn_sigma == "pixel":
+        raise VaezooError("analytic_elbo needs a 'linear' VAE with a Gaussian decoder of one sigma")
     q = model.encode(x)
     dec = model.decoder[0]
     W, b = dec.weight, dec.bias

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 import typing
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise VaezooError(f"config '{where}' must be a list, got {value!r}")
         (inner, *_rest) = typing.get_args(tp) or (Any,)
         return tuple(_coerce(inner, v, where) for v in value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None

@@ -20,7 +20,7 @@ import torch
 
 from vaezoo import tracking
 from vaezoo.checkpoint import load_checkpoint, save_checkpoint
-from vaezoo.config import from_dict, save_json, to_dict
+from vaezoo.config import from_dict, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bound_on
@@ -275,4 +275,4 @@ def load_run_model(run_dir: str | Path, device: str = "cpu"):
     return model.to(resolve_device(device)).eval(), cfg
 
 
-__all__ = ["train", "build", "load_run_model", "RunDir", "step_seed", "to_dict"]
+__all__ = ["train", "build", "load_run_model", "RunDir", "step_seed"]
