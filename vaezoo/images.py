@@ -1,9 +1,12 @@
-"""PNG grids of images (prior samples, reconstructions), written atomically with Pillow."""
+"""PNG grids of images (prior samples, reconstructions), written atomically.
+
+numpy and the standard library only (zlib), so the torch-free runtime writes its grids with it too."""
 
 from __future__ import annotations
 
-import io
 import math
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +31,24 @@ def grid(images: np.ndarray, ncol: int | None = None, pad: int = 1, scale: int =
     return arr[0] if c == 1 else arr.transpose(1, 2, 0)
 
 
-def save_png(path: str | Path, array: np.ndarray) -> None:
-    from PIL import Image
+def encode_png(pixels: np.ndarray) -> bytes:
+    """uint8 [H, W] (grey) or [H, W, 3] (RGB) -> PNG bytes (8-bit, no interlace, filter 0 on every row)."""
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] != 3):
+        raise ValueError(f"expected uint8 [H, W] or [H, W, 3], got {pixels.dtype} {pixels.shape}")
+    h, w = pixels.shape[:2]
+    colour = 0 if pixels.ndim == 2 else 2
+    rows = np.ascontiguousarray(pixels).reshape(h, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
 
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
+
+
+def save_png(path: str | Path, array: np.ndarray) -> None:
+    atomic_write_bytes(path, encode_png(array))
 
 
 def save_grid(path: str | Path, images: np.ndarray, ncol: int | None = None) -> Path:
