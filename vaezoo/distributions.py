@@ -35,10 +35,13 @@ class DiagonalGaussian:
         eps = (z - self.mu) / self.sigma
         return -0.5 * (eps.pow(2) + LOG_2PI + 2 * self.log_sigma).sum(-1)
 
+    def kl_per_unit(self) -> torch.Tensor:
+        """KL(q || N(0, I)) in closed form (Kingma & Welling 2014, App. B), one value per latent unit."""
+        return 0.5 * (self.mu.pow(2) + self.sigma.pow(2) - 1 - 2 * self.log_sigma)
+
     def kl_standard_normal(self) -> torch.Tensor:
-        """KL(q || N(0, I)) in closed form (Kingma & Welling 2014, App. B), summed over latents."""
-        var = self.sigma.pow(2)
-        return 0.5 * (self.mu.pow(2) + var - 1 - 2 * self.log_sigma).sum(-1)
+        """KL(q || N(0, I)) summed over latents."""
+        return self.kl_per_unit().sum(-1)
 
 
 @dataclass

@@ -82,7 +82,7 @@ def posterior_stats(model, x, batch_size: int = 500) -> dict:
         q = model.encode(xb)
         mus.append(q.mu.double())
         if model.stochastic:
-            kls.append((0.5 * (q.mu**2 + q.sigma**2 - 1 - 2 * torch.log(q.sigma))).double())
+            kls.append(q.kl_per_unit().double())
     mu = torch.cat(mus)
     var = mu.var(0, unbiased=True)
     out = {
