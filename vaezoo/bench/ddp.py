@@ -168,6 +168,10 @@ def run_ddp(cfg: DDPConfig) -> dict | None:
         )
         all_times = [None] * world
         dist.all_gather_object(all_times, times)
+        # free the DDP reducer and meet once more before tearing gloo down: a rank that left early
+        # while its peer still held the connection aborted the process ("terminate called ...")
+        parts = None
+        dist.barrier()
         if rank != 0:
             return None
         # a window ends when its slowest rank ends
