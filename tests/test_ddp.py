@@ -113,7 +113,7 @@ def test_torchrun_benchmark_reports_scaling_efficiency(tmp_path):
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-3000:]
     summary = json.loads(out.read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "gloo"
     assert summary["ddp_samples_per_s"] > 0 and summary["single_samples_per_s"] > 0

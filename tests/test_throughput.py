@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import subprocess
+import sys
+import weakref
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +40,7 @@ from vaezoo.errors import VaezooError
 from vaezoo.models import list_models
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parent.parent
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -344,6 +350,37 @@ def test_failing_contender_is_recorded_not_fatal(monkeypatch):
     assert "compiler exploded" in by_mode["compile"].error and math.isnan(by_mode["compile"].samples_per_s)
 
 
+@pytest.mark.parametrize("isolated", [True, False])
+def test_isolated_mode_keeps_one_contender_alive_at_a_time(monkeypatch, isolated):
+    """The eager mode stands in for cudagraph (CUDA only): isolated, its vaezoo and plain steps are never
+    alive together, and both are still measured; not isolated, both are alive while windows interleave."""
+    from vaezoo.bench import throughput
+
+    alive: set[int] = set()
+    seen: list[int] = []
+    real = MODES["eager"]
+
+    class Tracked:
+        def __init__(self, parts, precision):
+            self.inner = real(parts, precision)
+            alive.add(id(self))
+            weakref.finalize(self, alive.discard, id(self))
+
+        def __call__(self):
+            seen.append(len(alive))
+            return self.inner()
+
+    monkeypatch.setitem(MODES, "eager", Tracked)
+    monkeypatch.setattr(throughput, "ISOLATED_MODES", frozenset({"eager"} if isolated else ()))
+    cfg = ThroughputConfig(
+        models=("vae",), backbones=("mlp",), batch_sizes=(8,), modes=("eager",), windows=2, window_s=0.01, warmup_s=0
+    )
+    (row,) = run_throughput(cfg)
+    assert not row.error and row.samples_per_s > 0 and row.plain_samples_per_s > 0 and row.ratio_to_plain > 0
+    assert max(seen) == (1 if isolated else 2)
+    assert not alive or not isolated
+
+
 # ---------------------------------------------------------------- CUDA paths
 
 
@@ -415,6 +452,23 @@ def test_cuda_grid_runs_without_errors():
     for r in rows:
         assert not r.error, r.error
         assert r.samples_per_s > 0 and 0 < r.mfu < 1.5 and r.ratio_to_plain > 0
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_cuda_graph_vaezoo_and_plain_at_a_large_batch(tmp_path):
+    """Two whole-step graphs alive together crashed on replay at batch 8192 (H200, torch 2.11); measured one
+    after the other they must not. A subprocess, so a crash fails this test and not the CUDA context of the rest."""
+    cmd = [sys.executable, "-m", "vaezoo.bench.throughput", "--device", "cuda", "--no-track", "--model", "vae"]
+    cmd += ["--backbone", "mlp", "--batch-size", "8192", "--mode", "eager,cudagraph", "--precision", "fp32"]
+    cmd += ["--windows", "2", "--window-s", "0.05", "--warmup-s", "0.05", "--out-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (csv_path,) = tmp_path.glob("train-fp32-*.csv")
+    rows = {r["mode"]: r for r in csv.DictReader(csv_path.open())}
+    assert not rows["cudagraph"]["error"], rows["cudagraph"]["error"]
+    assert float(rows["cudagraph"]["samples_per_s"]) > 0 and float(rows["cudagraph"]["ratio_to_plain"]) > 0
 
 
 # ---------------------------------------------------------------- the CI ratio checker

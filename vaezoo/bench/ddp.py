@@ -139,65 +139,57 @@ class DDPConfig:
         train_config(self.model, self.backbone, self.batch_size, self.seed)  # unknown model or backbone: error now
 
 
-def run_ddp(cfg: DDPConfig) -> dict | None:
-    """The benchmark on every rank; rank 0 returns the summary (other ranks None)."""
-    rank, world, device = init_distributed(cfg.device)
-    try:
-        prec = get_precision(cfg.precision)
-        prec.check(device)
-        tcfg = train_config(cfg.model, cfg.backbone, cfg.batch_size, cfg.seed)
-        x = synthetic_batch(cfg.batch_size, device, cfg.seed * 1000 + rank)
-        single = None
-        if rank == 0:  # one process alone, same threads and per-process batch; the others wait
-            parts = vaezoo_parts(tcfg, x)
-            scaler = prec.scaler(device)
-            res = timing.measure(
-                {"single": lambda: train_step(parts, prec, scaler, parts.generator)},
-                device,
-                cfg.windows,
-                cfg.window_s,
-                cfg.warmup_s,
-            )["single"]
-            single = cfg.batch_size * res.median
-            del parts
-        dist.barrier()
-        parts = ddp_parts(tcfg, x, rank)
+def run_ddp(cfg: DDPConfig, rank: int, world: int, device: torch.device) -> dict | None:
+    """The benchmark on every rank of an initialised process group; rank 0 returns the summary (others None)."""
+    prec = get_precision(cfg.precision)
+    prec.check(device)
+    tcfg = train_config(cfg.model, cfg.backbone, cfg.batch_size, cfg.seed)
+    x = synthetic_batch(cfg.batch_size, device, cfg.seed * 1000 + rank)
+    single = None
+    if rank == 0:  # one process alone, same threads and per-process batch; the others wait
+        parts = vaezoo_parts(tcfg, x)
         scaler = prec.scaler(device)
-        first, per_window, times = _agreed_windows(
-            lambda: train_step(parts, prec, scaler, parts.generator), device, cfg
-        )
-        all_times = [None] * world
-        dist.all_gather_object(all_times, times)
-        # free the DDP reducer and meet once more before tearing gloo down: a rank that left early
-        # while its peer still held the connection aborted the process ("terminate called ...")
-        parts = None
-        dist.barrier()
-        if rank != 0:
-            return None
-        # a window ends when its slowest rank ends
-        rates = [world * cfg.batch_size * per_window / max(t[w] for t in all_times) for w in range(cfg.windows)]
-        agg = statistics.median(rates)
-        env = environment(device)
-        return {
-            **asdict(cfg),
-            "world_size": world,
-            "backend": dist.get_backend(),
-            "threads_per_process": torch.get_num_threads(),
-            "single_samples_per_s": single,
-            "ddp_samples_per_s": agg,
-            "ddp_samples_per_s_low": min(rates),
-            "ddp_samples_per_s_high": max(rates),
-            "per_process_samples_per_s": agg / world,
-            "scaling_efficiency": agg / (world * single),
-            "ddp_first_step_s": first,
-            "steps_per_window": per_window,
-            "device_name": env.device_name,
-            "torch": env.torch,
-            "git_sha": env.git_sha,
-            "csv_stem": env.stem,
-        }
-    finally:
-        dist.destroy_process_group()
+        res = timing.measure(
+            {"single": lambda: train_step(parts, prec, scaler, parts.generator)},
+            device,
+            cfg.windows,
+            cfg.window_s,
+            cfg.warmup_s,
+        )["single"]
+        single = cfg.batch_size * res.median
+        del parts
+    dist.barrier()
+    parts = ddp_parts(tcfg, x, rank)
+    scaler = prec.scaler(device)
+    first, per_window, times = _agreed_windows(
+        lambda: train_step(parts, prec, scaler, parts.generator), device, cfg
+    )
+    all_times = [None] * world
+    dist.all_gather_object(all_times, times)
+    if rank != 0:
+        return None
+    # a window ends when its slowest rank ends
+    rates = [world * cfg.batch_size * per_window / max(t[w] for t in all_times) for w in range(cfg.windows)]
+    agg = statistics.median(rates)
+    env = environment(device)
+    return {
+        **asdict(cfg),
+        "world_size": world,
+        "backend": dist.get_backend(),
+        "threads_per_process": torch.get_num_threads(),
+        "single_samples_per_s": single,
+        "ddp_samples_per_s": agg,
+        "ddp_samples_per_s_low": min(rates),
+        "ddp_samples_per_s_high": max(rates),
+        "per_process_samples_per_s": agg / world,
+        "scaling_efficiency": agg / (world * single),
+        "ddp_first_step_s": first,
+        "steps_per_window": per_window,
+        "device_name": env.device_name,
+        "torch": env.torch,
+        "git_sha": env.git_sha,
+        "csv_stem": env.stem,
+    }
 
 
 DDP_COLUMNS = [
@@ -242,9 +234,22 @@ DDP_COLUMNS = [
 )
 def ddp_command(out, out_dir, **options) -> None:
     """DDP training throughput and scaling efficiency versus one process (launch with torchrun)."""
-    summary = run_ddp(DDPConfig(**options))
-    if summary is None:
-        return
+    cfg = DDPConfig(**options)
+    rank, world, device = init_distributed(cfg.device)
+    try:
+        summary = run_ddp(cfg, rank, world, device)
+        if summary is not None:
+            _report(summary, out, out_dir)
+        dist.barrier()  # no rank leaves before rank 0 has written its results
+    finally:
+        if world == 1:
+            dist.destroy_process_group()
+        # With several ranks the group is left up and __main__ ends with os._exit: gloo's teardown at
+        # interpreter exit intermittently aborted a rank ("terminate called without an active exception",
+        # about one CI run in five) after every result had been written.
+
+
+def _report(summary: dict, out: str | None, out_dir: str | None) -> None:
     from vaezoo.io import atomic_write_text
 
     click.echo(
@@ -267,4 +272,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if dist.is_initialized():  # several ranks: skip the C++ teardown (see ddp_command); outputs are complete
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
