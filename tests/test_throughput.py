@@ -181,9 +181,11 @@ def test_plain_loop_and_vaezoo_step_give_identical_losses(variant, backbone):
     cfg = train_config(variant, backbone, 8)
     x = synthetic_batch(8, CPU)
     precisions = ["fp32"] + (["bf16"] if torch.ops.mkldnn._is_mkldnn_bf16_supported() else [])
-    for name in precisions:
+    for name, fused in [(p, f) for p in precisions for f in (True, False)]:
+        cfg.optim.fused = fused
         ours = vaezoo_parts(cfg, x)
-        plain = plain_parts(cfg, ours)
+        assert ours.optimizer.defaults["fused"] is fused
+        plain = plain_parts(cfg, ours, fused=fused)  # the same Adam: the same work, bit for bit
         assert ours.model is not plain.model and ours.optimizer is not plain.optimizer
         la = torch.stack([eager_step(ours, PRECISIONS[name])() for _ in range(3)])
         lb = torch.stack([eager_step(plain, PRECISIONS[name])() for _ in range(3)])
@@ -191,6 +193,13 @@ def test_plain_loop_and_vaezoo_step_give_identical_losses(variant, backbone):
         assert la[-1] < la[0]  # it trains
         for (n, p), q in zip(ours.model.named_parameters(), plain.model.parameters()):
             assert torch.equal(p, q), f"{name}: {n} differs after training"
+
+
+def test_plain_loop_is_torch_default_adam_and_vaezoo_fuses_it():
+    cfg = train_config("vae", "mlp", 4)
+    ours = vaezoo_parts(cfg, synthetic_batch(4, CPU))
+    assert cfg.optim.fused and ours.optimizer.defaults["fused"] is True
+    assert not plain_parts(cfg, ours).optimizer.defaults["fused"]
 
 
 def test_plain_loop_refuses_what_it_does_not_implement():
@@ -427,7 +436,7 @@ def test_plain_loop_matches_vaezoo_on_cuda():
     dev = torch.device("cuda")
     cfg = train_config("vae", "mlp", 64)
     a = vaezoo_parts(cfg, synthetic_batch(64, dev))
-    b = plain_parts(cfg, a)
+    b = plain_parts(cfg, a, fused=cfg.optim.fused)
     la = torch.stack([eager_step(a, PRECISIONS["fp32"])() for _ in range(3)])
     lb = torch.stack([eager_step(b, PRECISIONS["fp32"])() for _ in range(3)])
     torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-4)

@@ -47,7 +47,7 @@ def build(cfg: TrainConfig, ds: Dataset, device: torch.device):
     objective = Objective(cfg.objective)
     objective.check_model(model)
     o = cfg.optim
-    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=o.fused)
     return model, objective, optimizer
 
 
