@@ -67,7 +67,7 @@ def test_train_step_vs_default_adam(side_by_side):
 
 # torch.compile of the whole step / eager, samples/s, at batch 512 (1 thread: 1.10). At batch 128 eager with
 # fused Adam is as fast as compiled (0.98 at 1 thread, 1.05 at 2): fusing Adam was most of compile's gain there.
-MIN_COMPILE_SPEEDUP = 1.0
+MIN_COMPILE_SPEEDUP = 0.95  # a regression (graph breaks, a slow kernel) shows as < 1; margin for another CPU
 COMPILE_BATCH = 512
 
 
