@@ -44,6 +44,8 @@ BAD = [
     (["--model", "ae", "--estimator", "dreg"], "has no latent noise"),
     (["--dataset", "mnist", "--data-dir", "/nonexistent/vaezoo"], "does not exist"),
     (["--batch-size", "100000"], "exceeds"),
+    (["--betas", "1.5", "0.9"], "betas must be two numbers in [0, 1)"),
+    (["--eps", "0"], "lr and eps must be > 0"),
 ]
 
 
@@ -58,6 +60,16 @@ def test_bad_train_input_is_one_clear_error_and_touches_nothing(trained_run, tmp
     # pointed at the existing run, the same options change nothing there either
     assert main(["train", *SMALL, *args, "--run-dir", str(trained_run)]) == 2
     assert snapshot(trained_run) == before
+
+
+def test_adam_options_reach_the_config(tmp_path):
+    run = tmp_path / "adam"
+    args = ["--steps", "2", "--betas", "0.5", "0.9", "--eps", "1e-6", "--lr", "0.01", "--no-fused"]
+    assert main(["train", *SMALL, *args, "--run-dir", str(run)]) == 0
+    optim = json.loads((run / "config.json").read_text())["config"]["optim"]
+    assert optim == {"lr": 0.01, "betas": [0.5, 0.9], "eps": 1e-6, "fused": False}
+    # the same options again on --resume are no change
+    assert main(["train", "--resume", str(run), "--betas", "0.5", "0.9", "--no-fused", "--no-track"]) == 0
 
 
 def test_missing_mnist_files_are_listed(tmp_path, capsys):

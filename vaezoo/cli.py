@@ -64,6 +64,9 @@ TRAIN_OPTIONS = {
     "estimator": "objective.estimator",
     "kl": "objective.kl",
     "lr": "optim.lr",
+    "betas": "optim.betas",
+    "eps": "optim.eps",
+    "fused": "optim.fused",
     "batch_size": "batch_size",
     "steps": "steps",
     "seed": "seed",
@@ -119,7 +122,10 @@ def tracking_options(f):
 @click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
 @click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
 @click.option("--kl", help="auto | analytic | mc. [auto]")
-@click.option("--lr", type=float)
+@click.option("--lr", type=float, help="Adam's learning rate. [1e-3]")
+@click.option("--betas", type=(float, float), default=None, metavar="B1 B2", help="Adam's betas. [0.9 0.999]")
+@click.option("--eps", type=float, help="Adam's eps. [1e-8]")
+@click.option("--fused/--no-fused", default=None, help="Fused Adam, or torch's default one. [fused]")
 @click.option("--batch-size", type=int)
 @click.option("--steps", type=int)
 @click.option("--epochs", type=int, help="Train for this many epochs (sets --steps).")
@@ -144,8 +150,9 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
 
     user: dict = json.loads(Path(config_file).read_text()) if config_file else {}
     for name, path in TRAIN_OPTIONS.items():
-        if options.get(name) is not None:
-            _set_path(user, path, options[name])
+        value = options.get(name)
+        if value is not None:
+            _set_path(user, path, list(value) if isinstance(value, tuple) else value)  # as JSON has it
     for item in sets:
         if "=" not in item:
             raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
