@@ -43,7 +43,7 @@ TP=("$PY" -m vaezoo.bench.throughput --device cuda --no-track --out-dir "$OUT" -
 stage env 30 bash -c "nvidia-smi; $PY -c 'import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported())'"
 
 # 1. CUDA tests: this issue's files first, then every cuda-marked test (other files may not import here).
-stage pytest-cuda 100 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider tests/test_throughput.py >'$OUT/pytest_cuda.txt' 2>&1; rc=\$?; \
+stage pytest-cuda 120 bash -c "$PY -m pytest -q -m cuda -p no:cacheprovider tests/test_throughput.py >'$OUT/pytest_cuda.txt' 2>&1; rc=\$?; \
   $PY -m pytest -q -m cuda -p no:cacheprovider --continue-on-collection-errors --ignore=tests/test_throughput.py tests \
   >>'$OUT/pytest_cuda.txt' 2>&1; grep -E 'passed|failed|error' '$OUT/pytest_cuda.txt'; exit \$rc"
 
