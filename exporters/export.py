@@ -121,7 +121,7 @@ def run_metadata(run_dir: str | Path) -> dict:
     from vaezoo.train import RunDir
 
     rd = RunDir(Path(run_dir))
-    cfg = rd.read_config()
+    cfg, recorded_hash, _ = rd.read_config_record()  # the hash the run's checkpoints carry
     metrics: dict = {}
     for name in ("final.json", "eval.json"):
         path = rd.path / name
@@ -129,7 +129,7 @@ def run_metadata(run_dir: str | Path) -> dict:
             data = json.loads(path.read_text())
             metrics.update({RUN_METRICS[k]: v for k, v in data.items() if k in RUN_METRICS})
     return {
-        "config_hash": cfg.hash,
+        "config_hash": recorded_hash,
         "dataset": cfg.data.name,
         "binarize": cfg.data.binarize,
         "metrics": metrics,

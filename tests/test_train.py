@@ -146,3 +146,41 @@ def test_beta_zero_and_beta_large_both_train_and_order_the_kl(tmp_path):
 def test_ae_trains_on_reconstruction(tmp_path):
     final = train(small(steps=100, checkpoint_every=100, model={"name": "ae"}), tmp_path / "ae", track=False, progress=False)
     assert "test_recon" in final and final["test_recon"] < 0
+
+
+def _as_older_version(run_dir: Path, key: tuple[str, str]) -> None:
+    """Rewrite a run as a vaezoo from before config key ``key`` existed would have written it."""
+    from vaezoo.checkpoint import save_checkpoint
+    from vaezoo.config import config_hash
+
+    path = run_dir / "config.json"
+    data = json.loads(path.read_text())
+    del data["config"][key[0]][key[1]]
+    data["config_hash"] = config_hash(data["config"])
+    path.write_text(json.dumps(data))
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    state["config_hash"] = data["config_hash"]
+    save_checkpoint(run_dir / "checkpoint.pt", state)
+
+
+def test_a_run_from_before_a_new_config_key_still_loads_but_does_not_resume(tmp_path):
+    from vaezoo.train import load_run_model
+
+    train(small(steps=20), tmp_path / "old", track=False, progress=False)
+    _as_older_version(tmp_path / "old", ("optim", "fused"))
+    model, cfg = load_run_model(tmp_path / "old")  # eval, sample and export still work on it
+    assert cfg.optim.fused and model.latent_dim == 8
+    with pytest.raises(VaezooError, match=r"older vaezoo \(its config has no optim.fused\)"):
+        train(cfg, tmp_path / "old", resume=True, track=False, progress=False)
+
+
+def test_an_edited_config_json_is_refused(tmp_path):
+    from vaezoo.train import load_run_model
+
+    train(small(steps=20), tmp_path / "run", track=False, progress=False)
+    path = tmp_path / "run" / "config.json"
+    data = json.loads(path.read_text())
+    data["config"]["optim"]["lr"] = 0.5
+    path.write_text(json.dumps(data))
+    with pytest.raises(VaezooError, match="does not match its recorded config_hash"):
+        load_run_model(tmp_path / "run")

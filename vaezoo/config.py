@@ -75,9 +75,22 @@ def replace_path(cfg: T, dotted: str, value: Any) -> T:
 
 
 def config_hash(cfg: Any) -> str:
-    """sha256 of the canonical JSON of a config (sorted keys, no whitespace)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
+    """sha256 of the canonical JSON of a config (sorted keys, no whitespace); ``cfg`` a dataclass or its dict."""
+    data = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def missing_keys(cfg: Any, data: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of dataclass ``cfg`` that plain ``data`` lacks (keys added since ``data`` was written)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name not in data:
+            out.append(prefix + f.name)
+        elif dataclasses.is_dataclass(value) and isinstance(data[f.name], dict):
+            out += missing_keys(value, data[f.name], f"{prefix}{f.name}.")
+    return out
 
 
 def save_json(path, data: Any) -> None:

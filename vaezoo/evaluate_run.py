@@ -20,6 +20,7 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
                  track=True, tracking_uri=None) -> tuple[dict, Path]:
     rd = RunDir(Path(run))
     model, cfg = load_run_model(rd.path, device)
+    recorded_hash = rd.read_config_record()[1]  # the run's own hash, as its checkpoints carry it
     ds = load_dataset(cfg.data)
     x = eval_binarized(ds.test, cfg.data.binarize)
     if max_test is not None:
@@ -29,7 +30,7 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
     t0 = time.perf_counter()
     report = evaluate(model, x, k=k, is_samples=is_samples, seed=seed)
     report["eval_seconds"] = round(time.perf_counter() - t0, 2)
-    report["config_hash"] = cfg.hash
+    report["config_hash"] = recorded_hash
     report["dataset"] = cfg.data.name
     if ds.truth is not None:  # linear-Gaussian: the exact answer is known
         report["log_px_true"] = float(ds.truth.log_marginal(x).mean())
@@ -37,7 +38,7 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
     save_json(path, report)
     tracker = tracking.start(track, f"eval-{rd.path.name}", tracking_uri)
     tracker.log_params({"run_dir": str(rd.path.resolve()), "k": k, "is_samples": is_samples, "seed": seed,
-                        "max_test": max_test, "config_hash": cfg.hash})
+                        "max_test": max_test, "config_hash": recorded_hash})
     tracker.set_tags({**provenance(torch.device(device), seed), "vaezoo.train_run_id": rd.read_run().get("mlflow_run_id", "")})
     tracker.log_metrics({k2: v for k2, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, 0)
     tracker.log_artifact(path)

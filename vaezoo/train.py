@@ -20,7 +20,7 @@ import torch
 
 from vaezoo import tracking
 from vaezoo.checkpoint import load_checkpoint, save_checkpoint
-from vaezoo.config import from_dict, save_json
+from vaezoo.config import config_hash, from_dict, missing_keys, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bound_on
@@ -76,10 +76,19 @@ class RunDir:
         return self.path / "run.json"
 
     def read_config(self) -> TrainConfig:
+        return self.read_config_record()[0]
+
+    def read_config_record(self) -> tuple[TrainConfig, str, list[str]]:
+        """(config, the hash recorded with it, config keys the file lacks). Checkpoints carry the recorded
+        hash. A run written before a config key existed reads that key as its default, so its ``cfg.hash``
+        differs from the recorded one while its checkpoints stay valid."""
         if not self.config.is_file():
             raise VaezooError(f"'{self.path}' is not a vaezoo run directory (no config.json)")
         data = json.loads(self.config.read_text())
-        return from_dict(TrainConfig, data["config"])
+        if config_hash(data["config"]) != data["config_hash"]:
+            raise VaezooError(f"config.json in '{self.path}' does not match its recorded config_hash (edited?)")
+        cfg = from_dict(TrainConfig, data["config"])
+        return cfg, data["config_hash"], missing_keys(cfg, data["config"])
 
     def read_run(self) -> dict:
         return json.loads(self.run.read_text()) if self.run.is_file() else {}
@@ -120,7 +129,12 @@ def train(
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
     rd = RunDir(Path(run_dir))
     if resume:
-        saved = rd.read_config()
+        saved, _, missing = rd.read_config_record()
+        if missing:
+            raise VaezooError(
+                f"'{rd.path}' was written by an older vaezoo (its config has no {', '.join(missing)}); "
+                "it cannot be resumed bit-identically: start a new run"
+            )
         if saved.hash != cfg.hash:
             raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg.hash[:12]} != saved {saved.hash[:12]})")
         ckpt = load_checkpoint(rd.checkpoint) if rd.checkpoint.exists() else None
@@ -266,9 +280,9 @@ def _progress(enabled: bool, total: int, initial: int):
 def load_run_model(run_dir: str | Path, device: str = "cpu"):
     """(model, config) from a run directory's checkpoint, on ``device``, in eval mode."""
     rd = RunDir(Path(run_dir))
-    cfg = rd.read_config()
+    cfg, recorded_hash, _ = rd.read_config_record()
     state = load_checkpoint(rd.checkpoint)
-    if state["config_hash"] != cfg.hash:
+    if state["config_hash"] != recorded_hash:
         raise VaezooError(f"checkpoint in '{rd.path}' does not match its config.json")
     model = build_model(cfg.model)
     model.load_state_dict(state["model"])
