@@ -121,7 +121,8 @@ def run_metadata(run_dir: str | Path) -> dict:
     from vaezoo.train import RunDir
 
     rd = RunDir(Path(run_dir))
-    cfg, recorded_hash, _ = rd.read_config_record()  # the hash the run's checkpoints carry
+    record = rd.read_config_record()
+    cfg = record.cfg
     metrics: dict = {}
     for name in ("final.json", "eval.json"):
         path = rd.path / name
@@ -129,7 +130,7 @@ def run_metadata(run_dir: str | Path) -> dict:
             data = json.loads(path.read_text())
             metrics.update({RUN_METRICS[k]: v for k, v in data.items() if k in RUN_METRICS})
     return {
-        "config_hash": recorded_hash,
+        "config_hash": record.hash,  # the hash the run's checkpoints carry
         "dataset": cfg.data.name,
         "binarize": cfg.data.binarize,
         "metrics": metrics,

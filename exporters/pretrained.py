@@ -18,7 +18,7 @@ import torch
 import vaezoo
 from exporters.export import RUN_METRICS, ExportOptions, export_model, run_metadata
 from exporters.graph import OUTPUT_MEANING, onnx_parameter_count
-from vaezoo.config import from_dict, save_json
+from vaezoo.config import load_recorded, save_json
 from vaezoo.errors import VaezooError
 from vaezoo.runtime.catalog import MANIFEST_FORMAT, check_name, load_manifest, manifest_path, pretrained_entry
 
@@ -171,9 +171,7 @@ def reproduce(name: str, work_dir: str | Path, progress: bool = True) -> dict:
 
     entry = pretrained_entry(name)
     recipe = entry["recipe"]
-    cfg = from_dict(TrainConfig, recipe["config"])
-    if cfg.hash != recipe["config_hash"]:
-        raise VaezooError(f"manifest recipe of '{name}' does not match its config_hash")
+    cfg = load_recorded(TrainConfig, recipe["config"], recipe["config_hash"], f"manifest recipe of '{name}'").cfg
     run_dir = Path(work_dir) / name
     # with the recorded thread count the order of float sums is the same, so the same CPU gives the same bits
     metrics, seconds = train_and_evaluate(cfg, run_dir, recipe["eval"], int(entry["training"]["torch_threads"]), progress)

@@ -168,8 +168,15 @@ def test_a_run_from_before_a_new_config_key_still_loads_but_does_not_resume(tmp_
 
     train(small(steps=20), tmp_path / "old", track=False, progress=False)
     _as_older_version(tmp_path / "old", ("optim", "fused"))
+    from exporters.export import run_metadata
+    from vaezoo.evaluate_run import evaluate_run
+
+    recorded = json.loads((tmp_path / "old" / "config.json").read_text())["config_hash"]
     model, cfg = load_run_model(tmp_path / "old")  # eval, sample and export still work on it
-    assert cfg.optim.fused and model.latent_dim == 8
+    assert cfg.optim.fused and model.latent_dim == 8  # a key the record lacks reads as its default
+    report, _ = evaluate_run(tmp_path / "old", k=4, is_samples=0, max_test=10, track=False)
+    assert report["config_hash"] == recorded == run_metadata(tmp_path / "old")["config_hash"]
+    assert recorded != cfg.hash
     with pytest.raises(VaezooError, match=r"older vaezoo \(its config has no optim.fused\)"):
         train(cfg, tmp_path / "old", resume=True, track=False, progress=False)
 

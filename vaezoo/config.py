@@ -81,16 +81,36 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def missing_keys(cfg: Any, data: dict, prefix: str = "") -> list[str]:
-    """Dotted keys of dataclass ``cfg`` that plain ``data`` lacks (keys added since ``data`` was written)."""
+def _missing_keys(cfg: Any, data: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of dataclass ``cfg`` that ``data`` (already accepted by from_dict) lacks."""
     out = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if f.name not in data:
             out.append(prefix + f.name)
-        elif dataclasses.is_dataclass(value) and isinstance(data[f.name], dict):
-            out += missing_keys(value, data[f.name], f"{prefix}{f.name}.")
+        elif dataclasses.is_dataclass(value):
+            out += _missing_keys(value, data[f.name], f"{prefix}{f.name}.")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Recorded:
+    """A config as it was written down with its hash. ``cfg`` reads keys added since as their defaults;
+    ``hash`` is the recorded one, which the checkpoints and exports made from it carry; ``missing`` names
+    the keys the record lacks (empty for a record written by this version)."""
+
+    cfg: Any
+    hash: str
+    missing: tuple[str, ...]
+
+
+def load_recorded(cls: type[T], config: dict, recorded_hash: str, what: str) -> Recorded:
+    """Check a written config against its recorded hash (the hash of the dict as written, so a key added
+    to ``cls`` later does not invalidate it), then build it."""
+    if config_hash(config) != recorded_hash:
+        raise VaezooError(f"{what} does not match its recorded config_hash (edited?)")
+    cfg = from_dict(cls, config)
+    return Recorded(cfg, recorded_hash, tuple(_missing_keys(cfg, config)))
 
 
 def save_json(path, data: Any) -> None:

@@ -13,14 +13,14 @@ from vaezoo.data import eval_binarized, load_dataset
 from vaezoo.errors import VaezooError
 from vaezoo.evaluate import evaluate
 from vaezoo.provenance import provenance
-from vaezoo.train import RunDir, load_run_model
+from vaezoo.train import RunDir, load_run
 
 
 def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="cpu", out=None,
                  track=True, tracking_uri=None) -> tuple[dict, Path]:
     rd = RunDir(Path(run))
-    model, cfg = load_run_model(rd.path, device)
-    recorded_hash = rd.read_config_record()[1]  # the run's own hash, as its checkpoints carry it
+    model, record = load_run(rd.path, device)
+    cfg, recorded_hash = record.cfg, record.hash  # the run's own hash, as its checkpoints carry it
     ds = load_dataset(cfg.data)
     x = eval_binarized(ds.test, cfg.data.binarize)
     if max_test is not None:

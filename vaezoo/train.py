@@ -20,7 +20,7 @@ import torch
 
 from vaezoo import tracking
 from vaezoo.checkpoint import load_checkpoint, save_checkpoint
-from vaezoo.config import config_hash, from_dict, missing_keys, save_json
+from vaezoo.config import Recorded, load_recorded, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bound_on
@@ -76,19 +76,14 @@ class RunDir:
         return self.path / "run.json"
 
     def read_config(self) -> TrainConfig:
-        return self.read_config_record()[0]
+        return self.read_config_record().cfg
 
-    def read_config_record(self) -> tuple[TrainConfig, str, list[str]]:
-        """(config, the hash recorded with it, config keys the file lacks). Checkpoints carry the recorded
-        hash. A run written before a config key existed reads that key as its default, so its ``cfg.hash``
-        differs from the recorded one while its checkpoints stay valid."""
+    def read_config_record(self) -> Recorded:
+        """config.json checked against its recorded hash; checkpoints carry that hash (see Recorded)."""
         if not self.config.is_file():
             raise VaezooError(f"'{self.path}' is not a vaezoo run directory (no config.json)")
         data = json.loads(self.config.read_text())
-        if config_hash(data["config"]) != data["config_hash"]:
-            raise VaezooError(f"config.json in '{self.path}' does not match its recorded config_hash (edited?)")
-        cfg = from_dict(TrainConfig, data["config"])
-        return cfg, data["config_hash"], missing_keys(cfg, data["config"])
+        return load_recorded(TrainConfig, data["config"], data["config_hash"], f"config.json in '{self.path}'")
 
     def read_run(self) -> dict:
         return json.loads(self.run.read_text()) if self.run.is_file() else {}
@@ -129,11 +124,12 @@ def train(
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
     rd = RunDir(Path(run_dir))
     if resume:
-        saved, _, missing = rd.read_config_record()
-        if missing:
+        record = rd.read_config_record()
+        saved = record.cfg
+        if record.missing:
             raise VaezooError(
-                f"'{rd.path}' was written by an older vaezoo (its config has no {', '.join(missing)}); "
-                "it cannot be resumed bit-identically: start a new run"
+                f"'{rd.path}' was written by an older vaezoo (its config has no {', '.join(record.missing)}); "
+                "resuming it would mix two versions of its config: start a new run"
             )
         if saved.hash != cfg.hash:
             raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg.hash[:12]} != saved {saved.hash[:12]})")
@@ -277,16 +273,22 @@ def _progress(enabled: bool, total: int, initial: int):
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
+def load_run(run_dir: str | Path, device: str = "cpu"):
+    """(model, Recorded config) from a run directory's checkpoint, on ``device``, in eval mode."""
+    rd = RunDir(Path(run_dir))
+    record = rd.read_config_record()
+    state = load_checkpoint(rd.checkpoint)
+    if state["config_hash"] != record.hash:
+        raise VaezooError(f"checkpoint in '{rd.path}' does not match its config.json")
+    model = build_model(record.cfg.model)
+    model.load_state_dict(state["model"])
+    return model.to(resolve_device(device)).eval(), record
+
+
 def load_run_model(run_dir: str | Path, device: str = "cpu"):
     """(model, config) from a run directory's checkpoint, on ``device``, in eval mode."""
-    rd = RunDir(Path(run_dir))
-    cfg, recorded_hash, _ = rd.read_config_record()
-    state = load_checkpoint(rd.checkpoint)
-    if state["config_hash"] != recorded_hash:
-        raise VaezooError(f"checkpoint in '{rd.path}' does not match its config.json")
-    model = build_model(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.to(resolve_device(device)).eval(), cfg
+    model, record = load_run(run_dir, device)
+    return model, record.cfg
 
 
-__all__ = ["train", "build", "load_run_model", "RunDir", "step_seed"]
+__all__ = ["train", "build", "load_run", "load_run_model", "RunDir", "step_seed"]

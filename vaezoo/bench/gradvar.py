@@ -70,18 +70,19 @@ def load_source(
     from vaezoo.data import DATASET_SHAPES, load_dataset
     from vaezoo.provenance import resolve_device
     from vaezoo.runconfig import resolve_config
-    from vaezoo.train import RunDir, build, load_run_model, train
+    from vaezoo.train import RunDir, build, load_run, load_run_model, train
 
     dev = resolve_device(device)
     if run_dir is not None:
-        model, cfg = load_run_model(run_dir, device)
+        model, record = load_run(run_dir, device)
+        cfg = record.cfg
         rd = RunDir(Path(run_dir))
         step = json.loads(rd.final.read_text()).get("step") if rd.final.is_file() else None
         meta = {
             "kind": "run",
             "run_dir": str(Path(run_dir).resolve()),
             "step": step,
-            "config_hash": cfg.hash,
+            "config_hash": record.hash,
             "description": f"{cfg.model.name} from run {run_dir} (step {step})",
         }
     else:
