@@ -97,6 +97,19 @@ def posterior_stats(model, x, batch_size: int = 500) -> dict:
     return out
 
 
+def bounds_on_test_set(model, x, k: int, generator: torch.Generator) -> dict:
+    """ELBO and IWAE_k of a stochastic model, or the reconstruction term of an autoencoder (nats per
+    datapoint), drawing from ``generator`` in this order; training's periodic evaluation reports the same."""
+    if not model.stochastic:
+        return {"recon": bound_on(model, x, ObjectiveConfig(bound="recon"), generator=generator)}
+    return {
+        "elbo": bound_on(model, x, ObjectiveConfig(bound="elbo", kl="analytic"), generator=generator),
+        f"iwae_k{k}": bound_on(
+            model, x, ObjectiveConfig(bound="iwae", k=k), batch_size=max(1, 25600 // k), generator=generator
+        ),
+    }
+
+
 @torch.no_grad()
 def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch_size: int = 100) -> dict:
     """The evaluation report of one model on one (already binarised) test set."""
@@ -104,13 +117,10 @@ def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch
     device = next(model.parameters()).device
     x = x.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
-    out: dict = {"n": len(x)}
+    out: dict = {"n": len(x), **bounds_on_test_set(model, x, k, g)}
     if not model.stochastic:
-        out["recon"] = bound_on(model, x, ObjectiveConfig(bound="recon"), generator=g)
         out.update(posterior_stats(model, x))
         return out
-    out["elbo"] = bound_on(model, x, ObjectiveConfig(bound="elbo", kl="analytic"), generator=g)
-    out[f"iwae_k{k}"] = bound_on(model, x, ObjectiveConfig(bound="iwae", k=k), batch_size=max(1, 25600 // k), generator=g)
     stats = posterior_stats(model, x)
     out["recon"] = out["elbo"] + stats["kl"]  # E_q[log p(x|z)] = ELBO + KL (analytic KL)
     out.update(stats)

@@ -23,10 +23,11 @@ from vaezoo.checkpoint import load_checkpoint, save_checkpoint
 from vaezoo.config import Recorded, load_recorded, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
-from vaezoo.evaluate import bound_on
+from vaezoo.evaluate import bounds_on_test_set
 from vaezoo.io import atomic_write_text
 from vaezoo.models import build_model
-from vaezoo.objectives import Objective, ObjectiveConfig
+from vaezoo.objectives import Objective
+from vaezoo.progress import bar as progress_bar
 from vaezoo.provenance import provenance, resolve_device, set_determinism
 from vaezoo.runconfig import TrainConfig
 from vaezoo.sampling import write_sample_grids
@@ -100,14 +101,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def evaluate_during_training(model, x_test, cfg: TrainConfig, device) -> dict:
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     model.eval()
-    out = {}
-    if model.stochastic:
-        out["test_elbo"] = bound_on(model, x_test, ObjectiveConfig(bound="elbo", kl="analytic"), generator=g)
-        out[f"test_iwae_k{cfg.eval_k}"] = bound_on(
-            model, x_test, ObjectiveConfig(bound="iwae", k=cfg.eval_k), batch_size=max(1, 25600 // cfg.eval_k), generator=g
-        )
-    else:
-        out["test_recon"] = bound_on(model, x_test, ObjectiveConfig(bound="recon"), generator=g)
+    out = {f"test_{name}": value for name, value in bounds_on_test_set(model, x_test, cfg.eval_k, g).items()}
     model.train()
     return out
 
@@ -160,11 +154,12 @@ def train(
         _truncate_metrics(rd.metrics, start)
 
     rd.path.mkdir(parents=True, exist_ok=True)
+    cfg_dict, cfg_hash = cfg.to_dict(), cfg.hash  # cfg does not change during the run
     tags = provenance(device, cfg.seed)
     tracker = tracking.start(track, rd.path.name, tracking_uri, run_id=prior.get("mlflow_run_id"))
     if not resume or not prior:
-        save_json(rd.config, {"config": cfg.to_dict(), "config_hash": cfg.hash})
-        tracker.log_params({**tracking.flatten(cfg.to_dict()), "config_hash": cfg.hash})
+        save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
+        tracker.log_params({**tracking.flatten(cfg_dict), "config_hash": cfg_hash})
     tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
     save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
 
@@ -173,8 +168,8 @@ def train(
             rd.checkpoint,
             {
                 "step": step,
-                "config": cfg.to_dict(),
-                "config_hash": cfg.hash,
+                "config": cfg_dict,
+                "config_hash": cfg_hash,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "objective": objective.state_dict(),
@@ -184,7 +179,7 @@ def train(
 
     data_gen = torch.Generator()
     noise_gen = torch.Generator(device=device)
-    bar = _progress(progress, cfg.steps, start)
+    bar = progress_bar(progress, cfg.steps, start, unit="step")
     window: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     last_good = start
@@ -208,8 +203,8 @@ def train(
             out.loss.backward()
             optimizer.step()
             done = step + 1
-            flush = done == cfg.steps or any(done % n == 0 for n in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
-            if flush:
+            log, ev, ck = (done == cfg.steps or done % n == 0 for n in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every))
+            if log or ev or ck:
                 values = torch.stack(pending).cpu()
                 first = done - len(pending) + 1
                 pending = []
@@ -222,17 +217,17 @@ def train(
                     )
                 for name, column in zip(names, values.T.tolist()):
                     window.setdefault(name, []).extend(column)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if log:
                 row = {f"train_{k}": sum(v) / len(v) for k, v in window.items() if k != "loss"}
                 row["samples_per_s"] = cfg.batch_size * len(window["bound"]) / (time.perf_counter() - t0)
                 _emit(metrics_fh, tracker, done, row)
                 window, t0 = {}, time.perf_counter()
                 bar.set_postfix(bound=f"{row['train_bound']:.2f}")
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if ev:
                 last_eval = evaluate_during_training(model, x_test, cfg, device)
                 _emit(metrics_fh, tracker, done, last_eval)
                 t0 = time.perf_counter()
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if ck:
                 metrics_fh.flush()
                 checkpoint(done)
                 last_good = done
@@ -257,20 +252,6 @@ def train(
 def _emit(fh, tracker, step: int, row: dict) -> None:
     fh.write(json.dumps({"step": step, **row}) + "\n")
     tracker.log_metrics(row, step)
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix(self, **kw) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

@@ -73,6 +73,7 @@ def load_source(
     from vaezoo.train import RunDir, build, load_run, load_run_model, train
 
     dev = resolve_device(device)
+    ds = None  # loaded once: the untrained fresh model needs it for build, and every path for the draws
     if run_dir is not None:
         model, record = load_run(run_dir, device)
         cfg = record.cfg
@@ -110,13 +111,15 @@ def load_source(
                 "description": f"{cfg.model.name} on {cfg.data.name} after {train_steps} training steps (seed {cfg.seed})",
             }
         else:
-            model = build(cfg, load_dataset(cfg.data), dev)[0]
+            ds = load_dataset(cfg.data)
+            model = build(cfg, ds, dev)[0]
             meta = {
                 "kind": "init",
                 "description": f"{cfg.model.name} on {cfg.data.name} at initialisation (seed {cfg.seed})",
             }
         meta.update({"config": cfg.to_dict(), "config_hash": cfg.hash})
-    ds = load_dataset(cfg.data)
+    if ds is None:
+        ds = load_dataset(cfg.data)
     binarize = cfg.data.binarize
     data_meta = {
         "name": cfg.data.name,
@@ -202,7 +205,7 @@ def run_gradvar(
             "provenance": tags,
             "mlflow_run_id": tracker.run_id,
         }
-        paths = report.write_all(study, analysis, meta, out)
+        paths, h = report.write_all(study, analysis, meta, out)
         metrics = {k: v for k, v in {**_cell_metrics(study), **_analysis_metrics(analysis)}.items() if math.isfinite(v)}
         tracker.log_metrics(metrics, 0)
         for path in paths.values():
@@ -210,7 +213,6 @@ def run_gradvar(
         status = "FINISHED"
     finally:
         tracker.end(status)
-    h = report.headline(study, analysis)
     return {
         "out": str(out),
         "paths": {k: str(v) for k, v in paths.items()},

@@ -9,7 +9,6 @@ the latent noise; the data noise (which K does not touch) flattens them at large
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -121,11 +120,6 @@ def fits(study: Study) -> list[Fit]:
     return out
 
 
-def _figure(point: float, reps: torch.Tensor) -> dict:
-    lo, hi = stats.percentile_ci(reps, point=point) if reps.numel() else (math.nan, math.nan)
-    return {"value": point, "lo": lo, "hi": hi}
-
-
 def two_batch(study: Study) -> list[dict]:
     """B_simple from mean squared minibatch-gradient norms at (B_small, B_big), K = min K."""
     pair = study.cfg.two_batch_pair()
@@ -155,7 +149,7 @@ def two_batch(study: Study) -> list[dict]:
             reps = stats.noise_scale_two_batch(
                 small.reps[net]["mean_sq_norm"], pair[0], big.reps[net]["mean_sq_norm"], pair[1]
             )
-            row["networks"][net] = {k: _figure(float(point[k]), reps[k]) for k in point}
+            row["networks"][net] = {k: stats.figure(float(point[k]), reps[k]) for k in point}
         out.append(row)
     return out
 
@@ -166,7 +160,7 @@ def pooled(study: Study) -> list[dict]:
     for p in study.pools:
         row = {"bound": p.bound, "estimator": p.estimator, "K": p.K, "N": p.info["N"], "networks": {}}
         for net in (*NETWORKS, MODEL):
-            row["networks"][net] = {k: _figure(v, p.reps[net][k]) for k, v in p.point[net].items()}
+            row["networks"][net] = {k: p.figure(net, k) for k in p.point[net]}
         row["critical_batch"] = row["networks"][MODEL]["b_simple"]
         out.append(row)
     return out
@@ -184,7 +178,7 @@ def equal_compute(study: Study, net: str = MODEL) -> list[dict]:
             if len(cells) < 2:
                 continue
             rows = [
-                {"B": c.cell.B, "K": c.cell.K, **_figure(c.point[net]["trace_cov"], c.reps[net]["trace_cov"])}
+                {"B": c.cell.B, "K": c.cell.K, **c.figure(net, "trace_cov")}
                 for c in sorted(cells, key=lambda c: c.cell.B)
             ]
             best = min(rows, key=lambda r: r["value"])
@@ -208,10 +202,7 @@ def split_at(study: Study, bound: str, est: str, B: int, K: int) -> dict | None:
             MODEL
         ]:
             return {
-                net: {
-                    k: _figure(c.point[net][k], c.reps[net][k])
-                    for k in ("trace_cov", "data_var", "latent_var", "latent_fraction")
-                }
+                net: {k: c.figure(net, k) for k in ("trace_cov", "data_var", "latent_var", "latent_fraction")}
                 for net in (*NETWORKS, MODEL)
             }
     return None

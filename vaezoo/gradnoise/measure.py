@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vaezoo.data import binarize_batch
 from vaezoo.errors import VaezooError
 from vaezoo.gradnoise import stats
 from vaezoo.gradnoise.pergrad import NETWORKS, DrawGradients
 from vaezoo.objectives import ESTIMATORS, ObjectiveConfig
 from vaezoo.objectives.bounds import BOUNDS
+from vaezoo.progress import bar as progress_bar
 
 MODEL = "model"  # encoder and decoder together, for the additive figures (traces, squared norms)
 MAX_DRAWS = 8192  # the bootstrap keeps an R x R Gram matrix per network (float64)
@@ -166,6 +168,9 @@ class Measured:
     def ci(self, net: str, name: str) -> tuple[float, float]:
         return stats.percentile_ci(self.reps[net][name], point=self.point[net][name])
 
+    def figure(self, net: str, name: str) -> dict[str, float]:
+        return stats.figure(self.point[net][name], self.reps[net][name])
+
 
 @dataclass
 class CellResult(Measured):
@@ -196,8 +201,8 @@ class DrawSampler:
         g = torch.Generator().manual_seed(derive_seed(self.seed, "x", *key))
         n = len(self.data)
         idx = torch.randint(n, (B,), generator=g) if self.replacement else torch.randperm(n, generator=g)[:B]
-        x = self.data[idx]
-        return torch.bernoulli(x, generator=g) if self.binarize == "dynamic" else x
+        # Same generator as the indices, so the pixels follow them in one seeded stream.
+        return binarize_batch(self.data[idx], self.binarize, g)
 
     def noise(self, K: int, B: int, *key: object) -> torch.Tensor:
         g = torch.Generator().manual_seed(derive_seed(self.seed, "eps", *key))
@@ -417,7 +422,7 @@ def run_study(model, data: torch.Tensor, binarize: str, cfg: GradVarConfig, devi
     sampler = DrawSampler(data.cpu(), binarize, model.latent_dim, cfg.replacement, cfg.seed)
     cells = [Cell(b, e, B, K) for b, e in cfg.combos() for B, K in cfg.grid()]
     pools = [(b, e) for b, e in cfg.combos()] if cfg.pool else []
-    bar = _bar(progress, len(cells) + len(pools))
+    bar = progress_bar(progress, len(cells) + len(pools), unit="cell", desc="gradvar")
     cell_results, pool_results = [], []
     sizes: dict[str, int] = {}
     try:
@@ -437,17 +442,3 @@ def run_study(model, data: torch.Tensor, binarize: str, cfg: GradVarConfig, devi
     finally:
         bar.close()
     return Study(cfg, cell_results, pool_results, dict(sizes), round(time.perf_counter() - t0, 2))
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
-def _bar(enabled: bool, total: int):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="cell", desc="gradvar", dynamic_ncols=True)

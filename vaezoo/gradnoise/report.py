@@ -46,10 +46,7 @@ def clean(value):
 
 
 def _figures(res: Measured) -> dict:
-    return {
-        net: {name: dict(zip(("value", "lo", "hi"), (v, *res.ci(net, name)))) for name, v in res.point[net].items()}
-        for net in res.point
-    }
+    return {net: {name: res.figure(net, name) for name in res.point[net]} for net in res.point}
 
 
 def document(study: Study, analysis: Analysis, meta: dict) -> dict:
@@ -216,7 +213,8 @@ def headline_lines(h: dict) -> list[str]:
     return lines
 
 
-def markdown(study: Study, analysis: Analysis, meta: dict) -> str:
+def markdown(study: Study, analysis: Analysis, meta: dict, h: dict | None = None) -> str:
+    """summary.md; ``h``: the headline() of this study and analysis when the caller already has it."""
     cfg = study.cfg
     floor = 1 / math.sqrt(cfg.draws)
     src = meta.get("source", {})
@@ -234,7 +232,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict) -> str:
         else "- intervals: off",
         "",
     ]
-    lines += ["## Headline", "", *headline_lines(headline(study, analysis))]
+    lines += ["## Headline", "", *headline_lines(h if h is not None else headline(study, analysis))]
     lines += [
         "",
         "## Fitted slopes (log-log, 95% interval)",
@@ -258,8 +256,9 @@ def markdown(study: Study, analysis: Analysis, meta: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in study.cells:
+            figs = _figures(c)  # every network's figures at once: build them once per cell
             for net in (*NETWORKS, MODEL):
-                p = _figures(c)[net]
+                p = figs[net]
                 lines.append(
                     f"| {c.cell.bound} | {c.cell.estimator} | {c.cell.B} | {c.cell.K} | {net} | {_ci(p['trace_cov'])} | "
                     f"{_ci(p['data_var'])} | {_ci(p['latent_var'])} | {_ci(p['latent_fraction'])} |"
@@ -405,18 +404,20 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
     return paths
 
 
-def write_all(study: Study, analysis: Analysis, meta: dict, out: Path) -> dict[str, Path]:
-    """Write every output into ``out``; returns the paths by role."""
+def write_all(study: Study, analysis: Analysis, meta: dict, out: Path) -> tuple[dict[str, Path], dict]:
+    """Write every output into ``out``; returns the paths by role and the headline() (raw, not cleaned:
+    headline_lines prints an infinite figure as inf, a cleaned one as n/a)."""
     out.mkdir(parents=True, exist_ok=True)
+    h = headline(study, analysis)
     doc = document(study, analysis, meta)
-    doc["headline"] = clean(headline(study, analysis))
+    doc["headline"] = clean(h)
     paths = {"json": out / "gradvar.json", "csv": out / "cells.csv", "summary": out / "summary.md"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False) + "\n")
     write_csv(paths["csv"], tidy_rows(study))
-    atomic_write_text(paths["summary"], markdown(study, analysis, meta))
+    atomic_write_text(paths["summary"], markdown(study, analysis, meta, h))
     for p in plots(study, analysis, out):
         paths[p.stem] = p
-    return paths
+    return paths, h
 
 
 __all__ = ["document", "headline", "markdown", "plots", "tidy_rows", "write_all"]

@@ -34,8 +34,10 @@ def percentile_ci(reps: torch.Tensor, level: float = 0.95, point: float | None =
     +inf where noise swamps the signal); (nan, nan) with fewer than two replicates.
 
     With ``point``, Efron's bias-corrected percentile interval: the quantile levels move by how far the
-    replicates sit off the point estimate (z0 = Phi^-1(share of replicates below it)). Statistics such as
-    |mean| / std near the 1/sqrt(R) floor are biased upward under resampling; plain percentiles then miss.
+    replicates sit off the point estimate (z0 = Phi^-1(share of replicates below it)). Replicates of
+    statistics that are nonlinear in the draws (ratios such as B_simple, the log-log slopes) can sit off
+    the point; plain percentiles then miss. The SNR replicates are re-centred on their point by
+    ``snr_statistics``, so for them z0 is ~0 and the correction does next to nothing.
     """
     r = reps.double().flatten()
     r = r[~torch.isnan(r)]
@@ -52,6 +54,13 @@ def percentile_ci(reps: torch.Tensor, level: float = 0.95, point: float | None =
     lo = torch.quantile(r, a_lo, interpolation="lower")
     hi = torch.quantile(r, a_hi, interpolation="higher")
     return float(lo), float(hi)
+
+
+def figure(point: float, reps: torch.Tensor, level: float = 0.95) -> dict[str, float]:
+    """A point estimate and its bias-corrected interval as {"value", "lo", "hi"}: the form every report
+    and analysis figure takes (lo, hi nan without replicates)."""
+    lo, hi = percentile_ci(reps, level, point)
+    return {"value": point, "lo": lo, "hi": hi}
 
 
 def weighted_mean(values: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
