@@ -13,7 +13,7 @@ import onnx
 import torch
 
 import vaezoo
-from exporters.graph import OUTPUT_MEANING, DecoderHead, decoder_parameter_count, set_metadata, to_onnx
+from exporters.graph import OPSET, OUTPUT_MEANING, DecoderHead, decoder_parameter_count, set_metadata, to_onnx
 from exporters.precision import INT8_WEIGHT_TYPES, int8_error_table, to_fp16, to_int8
 from exporters.sampler import wrap_sampler
 from exporters.verify import MEAN_TOLERANCE, TOLERANCE, check_graph, parity
@@ -38,7 +38,7 @@ class ExportOptions:
     int8_per_channel: bool = False
     sampler: bool = False
     sampler_seed: int = 0
-    opset: int = 18
+    opset: int = OPSET
 
     def __post_init__(self) -> None:
         if self.precision not in TOLERANCE:
@@ -115,13 +115,19 @@ def export_model(model, out: str | Path, options: ExportOptions | None = None, e
     return report
 
 
-def run_metadata(run_dir: str | Path) -> dict:
-    """Provenance of a run for the graph's metadata: config hash, dataset, key metrics, weights sha256."""
+def run_metadata(run_dir: str | Path, state: dict | None = None, record=None) -> dict:
+    """Provenance of a run for the graph's metadata: config hash, dataset, key metrics, weights sha256.
+
+    ``state`` (the model's state_dict) and ``record`` (the Recorded config), when the caller has already
+    loaded the run (``vaezoo.train.load_run``), spare reading the checkpoint and config.json again.
+    """
     from vaezoo.checkpoint import load_checkpoint
     from vaezoo.train import RunDir
 
     rd = RunDir(Path(run_dir))
-    record = rd.read_config_record()
+    record = record if record is not None else rd.read_config_record()
+    if state is None:
+        state = load_checkpoint(rd.checkpoint)["model"]
     cfg = record.cfg
     metrics: dict = {}
     for name in ("final.json", "eval.json"):
@@ -134,7 +140,7 @@ def run_metadata(run_dir: str | Path) -> dict:
         "dataset": cfg.data.name,
         "binarize": cfg.data.binarize,
         "metrics": metrics,
-        "weights_sha256": state_sha256(load_checkpoint(rd.checkpoint)["model"]),
+        "weights_sha256": state_sha256(state),
         "weights_hash": "sha256 over the checkpoint's model state_dict: sorted names, dtype, shape, raw bytes",
         "run": rd.path.name,
     }
@@ -142,10 +148,11 @@ def run_metadata(run_dir: str | Path) -> dict:
 
 def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions | None = None) -> dict:
     """``vaezoo export RUN --out decoder.onnx``: the run's decoder with its provenance."""
-    from vaezoo.train import load_run_model
+    from vaezoo.train import load_run
 
-    model, _ = load_run_model(run_dir, "cpu")
-    return export_model(model, out, options, run_metadata(run_dir))
+    model, record = load_run(run_dir, "cpu")
+    # load_run checked the checkpoint against the record, and the model holds exactly its weights
+    return export_model(model, out, options, run_metadata(run_dir, model.state_dict(), record))
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -20,10 +20,10 @@ from onnx import numpy_helper
 from torch import nn
 
 from vaezoo.errors import VaezooError
+from vaezoo.runtime.decoder import METADATA_PREFIX, parse_metadata
 
-OPSET = 18
+OPSET = 18  # the one default: ExportOptions and `vaezoo export --opset` take it from here
 INPUT, OUTPUT = "z", "x"
-METADATA_PREFIX = "vaezoo."  # the runtime strips it (vaezoo.runtime.decoder.METADATA_PREFIX)
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
 
 # What the graph's output means, per likelihood (the likelihood's ``mean`` is applied inside the graph).
@@ -112,11 +112,8 @@ def set_metadata(proto: onnx.ModelProto, metadata: dict) -> None:
 
 
 def get_metadata(proto: onnx.ModelProto) -> dict:
-    out = {}
-    for p in proto.metadata_props:
-        if p.key.startswith(METADATA_PREFIX):
-            out[p.key[len(METADATA_PREFIX) :]] = json.loads(p.value)
-    return out
+    """The ``vaezoo.*`` metadata of ``proto``, decoded as the runtime decodes it."""
+    return parse_metadata({p.key: p.value for p in proto.metadata_props})
 
 
 def load_torch_decoder(proto: onnx.ModelProto) -> nn.Module:

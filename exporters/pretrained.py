@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import vaezoo
-from exporters.export import RUN_METRICS, ExportOptions, export_model, run_metadata
-from exporters.graph import OUTPUT_MEANING, onnx_parameter_count
+from exporters.export import RUN_METRICS, ExportOptions, export_model, run_metadata, sha256_bytes
+from exporters.graph import OUTPUT_MEANING, decoder_parameter_count
 from vaezoo.config import load_recorded, save_json
 from vaezoo.errors import VaezooError
 from vaezoo.runtime.catalog import MANIFEST_FORMAT, check_name, load_manifest, manifest_path, pretrained_entry
@@ -26,7 +26,7 @@ from vaezoo.runtime.catalog import MANIFEST_FORMAT, check_name, load_manifest, m
 EVAL = {"k": 64, "is_samples": 1000, "seed": 0, "test_set": "the dataset's fixed test split, binarised once with seed 0",
         "note": "test_ll_is uses 1,000 importance samples per image (Burda et al. 2016 used 5,000)"}
 # A rerun on another CPU follows a different rounding path; these bound the drift we accept.
-TOLERANCE = {"nats": 1.0, "active_units": 2}
+METRIC_TOLERANCE = {"nats": 1.0, "active_units": 2}
 # One torch thread: the order of float sums (so the bits) does not depend on the machine's core count, and on a
 # busy 2-core machine one thread trains several times faster than two that keep waiting for each other.
 BUILD_THREADS = 1
@@ -72,12 +72,12 @@ def resolved_recipe(name: str):
     return resolve_config(user, DATASET_SHAPES[user["data"]["name"]])
 
 
-def train_and_evaluate(cfg, run_dir: Path, evaluation: dict, threads: int, progress: bool = True) -> tuple[dict, float]:
+def train_and_evaluate(cfg, run_dir: Path, evaluation: dict, threads: int, progress: bool = True):
     """Train ``cfg`` into ``run_dir`` with ``threads`` torch threads and evaluate it; returns (manifest-style
-    metrics, training seconds)."""
+    metrics, training seconds, the trained model, its Recorded config) so the export reuses the loaded run."""
     from vaezoo.data import eval_binarized, load_dataset
     from vaezoo.evaluate import evaluate
-    from vaezoo.train import load_run_model, train
+    from vaezoo.train import load_run, train
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -85,7 +85,7 @@ def train_and_evaluate(cfg, run_dir: Path, evaluation: dict, threads: int, progr
         t0 = time.perf_counter()
         train(cfg, run_dir, track=False, progress=progress)
         seconds = time.perf_counter() - t0
-        model, _ = load_run_model(run_dir, "cpu")
+        model, record = load_run(run_dir, "cpu")
         ds = load_dataset(cfg.data)
         report = evaluate(model, eval_binarized(ds.test, cfg.data.binarize), k=evaluation["k"],
                           is_samples=evaluation["is_samples"], seed=evaluation["seed"])
@@ -95,34 +95,36 @@ def train_and_evaluate(cfg, run_dir: Path, evaluation: dict, threads: int, progr
     metrics["ll_is_samples"] = evaluation["is_samples"]
     metrics["n_test"] = report["n"]
     save_json(run_dir / "eval.json", {k: v for k, v in report.items() if not isinstance(v, list)})
-    return metrics, seconds
+    return metrics, seconds, model, record
+
+
+def export_entry(run_dir: Path, model, record, out: Path, entry_meta: dict, metrics: dict) -> tuple[dict, dict]:
+    """Export the run's decoder to ``out`` with the run's provenance, ``entry_meta`` (name, licences) and the
+    manifest ``metrics``; returns (export report, the metadata written)."""
+    meta = {**run_metadata(run_dir, model.state_dict(), record), **entry_meta, "metrics": metrics}
+    return export_model(model, out, ExportOptions(), meta), meta
 
 
 def build(name: str, work_dir: str | Path, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train, evaluate and export one recipe; write ``<out_dir>/<name>.onnx`` and its manifest entry."""
-    import onnx
-
     from vaezoo.provenance import cpu_model
-    from vaezoo.train import load_run_model
 
     check_name(name)
     cfg = resolved_recipe(name)
     out_dir = Path(out_dir) if out_dir else manifest_path().parent
     run_dir = Path(work_dir) / name
-    metrics, seconds = train_and_evaluate(cfg, run_dir, EVAL, BUILD_THREADS, progress)
-    model, _ = load_run_model(run_dir, "cpu")
+    metrics, seconds, model, record = train_and_evaluate(cfg, run_dir, EVAL, BUILD_THREADS, progress)
     recipe = RECIPES[name]
     entry_meta = {"name": name, "license": "MIT", "data_license": recipe["data_license"]}
-    meta = {**run_metadata(run_dir), **entry_meta, "metrics": metrics}
     onnx_path = out_dir / f"{name}.onnx"
-    report = export_model(model, onnx_path, ExportOptions(), meta)
+    report, meta = export_entry(run_dir, model, record, onnx_path, entry_meta, metrics)
     entry = {
         "name": name,
         "description": recipe["description"],
         "file": onnx_path.name,
         "sha256": report["sha256"],
         "size_bytes": report["size_bytes"],
-        "parameter_count": onnx_parameter_count(onnx.load(str(onnx_path))),
+        "parameter_count": decoder_parameter_count(model),  # to_onnx checked the graph holds exactly these
         "latent_dim": cfg.model.latent_dim,
         "output_shape": list(cfg.model.input_shape),
         "likelihood": cfg.model.likelihood,
@@ -132,7 +134,7 @@ def build(name: str, work_dir: str | Path, out_dir: str | Path | None = None, pr
                    "vaezoo_version": vaezoo.__version__, "torch_version": torch.__version__, "eval": EVAL,
                    "command": f"vaezoo reproduce pretrained {name}"},
         "metrics": metrics,
-        "tolerance": TOLERANCE,
+        "tolerance": METRIC_TOLERANCE,
         "parity": report["parity"],
         "license": entry_meta["license"],
         "data_license": entry_meta["data_license"],
@@ -167,20 +169,18 @@ def compare(expected: dict, got: dict, tolerance: dict) -> list[dict]:
 def reproduce(name: str, work_dir: str | Path, progress: bool = True) -> dict:
     """Retrain a shipped decoder from its manifest recipe and compare the metrics with the manifest."""
     from vaezoo.runconfig import TrainConfig
-    from vaezoo.train import load_run_model
 
     entry = pretrained_entry(name)
     recipe = entry["recipe"]
     cfg = load_recorded(TrainConfig, recipe["config"], recipe["config_hash"], f"manifest recipe of '{name}'").cfg
     run_dir = Path(work_dir) / name
     # with the recorded thread count the order of float sums is the same, so the same CPU gives the same bits
-    metrics, seconds = train_and_evaluate(cfg, run_dir, recipe["eval"], int(entry["training"]["torch_threads"]), progress)
+    metrics, seconds, model, record = train_and_evaluate(cfg, run_dir, recipe["eval"],
+                                                         int(entry["training"]["torch_threads"]), progress)
     rows = compare(entry["metrics"], metrics, entry["tolerance"])
     rebuilt = run_dir / f"{name}.onnx"
-    model, _ = load_run_model(run_dir, "cpu")
-    meta = {**run_metadata(run_dir), "name": name, "license": entry["license"],
-            "data_license": entry["data_license"], "metrics": metrics}
-    report = export_model(model, rebuilt, ExportOptions(), meta)
+    entry_meta = {"name": name, "license": entry["license"], "data_license": entry["data_license"]}
+    report, _ = export_entry(run_dir, model, record, rebuilt, entry_meta, metrics)
     return {
         "name": name,
         "ok": all(r["ok"] for r in rows) and bool(rows),
@@ -202,14 +202,13 @@ def check(name: str) -> dict:
     from exporters.graph import load_torch_decoder
     from exporters.precision import int8_error_table
     from exporters.verify import TOLERANCE, parity
-    from vaezoo.runtime.cache import sha256_file
     from vaezoo.runtime.catalog import check_file_name, pretrained_dir
 
     entry = pretrained_entry(name)
     path = pretrained_dir() / check_file_name(entry["file"])
-    if sha256_file(path) != entry["sha256"]:
+    blob = path.read_bytes()  # read once: the bytes hashed are the bytes checked
+    if sha256_bytes(blob) != entry["sha256"]:
         raise VaezooError(f"'{path}' does not match the sha256 in the manifest")
-    blob = path.read_bytes()
     proto = onnx.load_from_string(blob)
     head = load_torch_decoder(proto)
     return {"name": name, "parity": parity(blob, head, entry["latent_dim"], TOLERANCE["fp32"]),

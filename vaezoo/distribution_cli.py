@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import click
 
 from vaezoo.errors import VaezooError
+
+
+def _default_opset() -> int:
+    # imported only when needed: exporters pulls in onnx, which `vaezoo --help` and other commands do not need
+    from exporters.graph import OPSET
+
+    return OPSET
 
 
 def _int8_row(row: dict) -> str:
@@ -28,7 +34,8 @@ def _int8_row(row: dict) -> str:
 @click.option("--fp16", is_flag=True, help="fp16 weights and arithmetic, float32 z and x (for GPU providers).")
 @click.option("--sampler", is_flag=True, help="Graph input is a count n; z is drawn inside (RandomNormalLike).")
 @click.option("--sampler-seed", type=int, default=0, show_default=True, help="The sampler's seed, fixed at export.")
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--opset", type=int, default=_default_opset, show_default="exporters.graph.OPSET",
+              help="ONNX opset of the graph.")
 @click.option("--register", "register_name", default=None, help="Also register the file in the MLflow model registry under NAME.")
 @click.option("--alias", default=None, help="With --register: point this alias at the new version.")
 @click.option("--tracking-uri", default=None, help="MLflow tracking/registry URI (default as for `vaezoo train`).")
@@ -41,8 +48,6 @@ def export_command(run, out, int8, int8_type, reduce_range, per_channel, fp16, s
         raise VaezooError("choose one of --int8 and --fp16")
     if not str(out).endswith(".onnx"):
         raise VaezooError(f"--out must name a .onnx file, got '{out}'")
-    if not (Path(run) / "config.json").is_file():
-        raise VaezooError(f"'{run}' is not a vaezoo run directory (no config.json)")
     if alias and not register_name:
         raise VaezooError("--alias needs --register NAME")
     options = ExportOptions(precision="int8" if int8 else "fp16" if fp16 else "fp32", int8_weight_type=int8_type,

@@ -143,19 +143,20 @@ def register_onnx_model(path: str | Path, name: str, alias: str | None = None, u
                         tags: dict | None = None) -> dict:
     """Log an ONNX file as an MLflow ONNX model in a new run, register it as a version of ``name`` (tagged
     with the file's sha256), point ``alias`` at it; returns {name, version, run_id, source, sha256}."""
-    import hashlib
     import tempfile
 
     import mlflow.onnx
     import onnx
     from mlflow.exceptions import MlflowException
 
+    from vaezoo.runtime.cache import sha256_file
+
     client, uri = _registry_client(uri)
     tracker = MlflowTracker(uri, f"register-{name}")
     with tempfile.TemporaryDirectory() as tmp:
         # one self-contained file, so the registry holds the very bytes (and sha256) that were exported
         mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", save_as_external_data=False)
-        sha256 = hashlib.sha256(Path(f"{tmp}/model/model.onnx").read_bytes()).hexdigest()
+        sha256 = sha256_file(f"{tmp}/model/model.onnx")
         client.log_artifacts(tracker.run_id, f"{tmp}/model", "model")
     tags = {**(tags or {}), SHA256_TAG: sha256}
     tracker.set_tags(tags)

@@ -11,6 +11,7 @@ across machines or runs.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import subprocess
@@ -105,8 +106,9 @@ def results_name(threads: int) -> str:
     return f"sampling-{_slug(cpu_model())}-ort{vers['onnxruntime']}-torch{vers['torch'].split('+')[0]}-t{threads}.csv"
 
 
-def prepare(decoder: str, work: Path) -> dict:
-    """fp32 and int8 files for one decoder (a shipped name or an fp32 .onnx from vaezoo export)."""
+def prepare(decoder: str, work: Path, cache: str | Path | None = None) -> dict:
+    """fp32 and int8 files for one decoder (a shipped name or an fp32 .onnx from vaezoo export); a shipped
+    name is pulled into ``cache`` (default: the user's cache)."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -114,7 +116,7 @@ def prepare(decoder: str, work: Path) -> dict:
     from exporters.precision import to_int8
     from vaezoo.runtime import Decoder
 
-    dec = Decoder(decoder)
+    dec = Decoder(decoder, cache=cache)
     if dec.metadata.get("precision", "fp32") != "fp32":
         raise VaezooError(f"'{decoder}' is not an fp32 decoder graph; the benchmark quantises it itself")
     int8_path = work / f"{_slug(Path(str(dec.path)).stem)}-int8.onnx"
@@ -160,18 +162,11 @@ def sampling_bench(decoders: list[str], batches: list[int], backends: list[str],
                     err = files["int8_err"] if backend == "ort-int8" else ""
                     rows.append({"decoder": decoder, **r, "threads": threads, "max_abs_err_vs_fp32": err})
     path = Path(out_dir) / results_name(threads)
-
-    def write_csv() -> str:
-        import io
-
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()})
-        return buf.getvalue()
-
-    atomic_write_text(path, write_csv())
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    atomic_write_text(path, buf.getvalue())
     tracker = tracking.start(track, "bench-sampling", tracking_uri)
     tracker.log_params({"decoders": ",".join(decoders), "batches": ",".join(map(str, batches)),
                         "backends": ",".join(backends), "threads": threads, "min_time_s": min_time, "int8": "dynamic QUInt8"})
@@ -207,7 +202,8 @@ def sampling_command(decoders, batches, backends, threads, min_time, warmup, out
         raise VaezooError(f"unknown backend(s) {bad or chosen}; choose from {', '.join(BACKENDS)}")
     if threads < 1 or min_time <= 0 or warmup < 0:
         raise VaezooError("--threads must be >= 1, --min-time > 0 and --warmup >= 0")
-    rows, path = sampling_bench(list(decoders), _int_list(batches), chosen, threads, min_time, warmup, out_dir,
+    batch_sizes = _int_list(batches)
+    rows, path = sampling_bench(list(decoders), batch_sizes, chosen, threads, min_time, warmup, out_dir,
                                 track=not no_track, tracking_uri=tracking_uri)
     click.echo(f"{'decoder':20s} {'backend':9s} {'batch':>6s} {'images/s':>12s} {'p50 ms':>9s} {'p99 ms':>9s}")
     for r in rows:
@@ -215,7 +211,7 @@ def sampling_command(decoders, batches, backends, threads, min_time, warmup, out
                    f"{r['p50_ms']:9.4f} {r['p99_ms']:9.4f}")
     by = {(r["decoder"], r["backend"], r["batch"]): r["images_per_s"] for r in rows}
     for dec in decoders:
-        for b in _int_list(batches):
+        for b in batch_sizes:
             if (dec, "torch", b) in by and (dec, "ort-fp32", b) in by:
                 click.echo(f"{dec} batch {b}: onnxruntime fp32 / torch eager = {by[(dec, 'ort-fp32', b)] / by[(dec, 'torch', b)]:.2f}x")
     int8 = {r["decoder"]: r["max_abs_err_vs_fp32"] for r in rows if r["backend"] == "ort-int8"}

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write
+from vaezoo.io import atomic_write, atomic_write_bytes
 
 CACHE_ENV = "VAEZOO_CACHE"
 CHUNK = 1 << 16
@@ -120,10 +120,5 @@ def copy_checked(src: Path, dest: Path, sha256: str) -> Path:
     got = hashlib.sha256(data).hexdigest()
     if got != sha256:
         raise VaezooError(f"'{src}' has sha256 {got}, expected {sha256}: the file is corrupt")
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-    atomic_write(dest, write)
+    atomic_write_bytes(dest, data)
     return dest

@@ -39,7 +39,8 @@ def load_manifest(path: Path | None = None) -> dict:
 
 def check_name(name: str) -> str:
     """``name`` itself if it is a well-formed ``architecture.tag``; else a clear error."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    # NAME_RE allows exactly one dot, followed by a letter or digit, so no '..' can pass it
+    if not isinstance(name, str) or not NAME_RE.match(name):
         raise VaezooError(
             f"invalid decoder name {name!r}: expected 'architecture.tag' (lower-case letters, digits, '-', '_', one dot)"
         )
