@@ -65,5 +65,8 @@ stage compile 120 "${TP[@]}" --model vae --backbone mlp --batch-size 1024,65536 
 
 say "done; files in $OUT:"
 ls -la "$OUT" | tee -a "$LOG"
-for f in "$OUT"/train-*.csv; do [ -f "$f" ] && { echo "== $f"; cut -d, -f1-15,19 "$f"; } | tee -a "$LOG"; done
+# The CSVs as the benchmark prints its table (by column name, so a new column cannot shift what is shown).
+"$PY" -c 'import sys; from pathlib import Path; from vaezoo.bench.throughput import HEADER, format_row, read_rows
+for f in map(Path, sys.argv[1:]):
+    if f.is_file(): print(f"== {f}", HEADER, *map(format_row, read_rows(f)), sep="\n")' "$OUT"/train-*.csv 2>&1 | tee -a "$LOG"
 exit 0

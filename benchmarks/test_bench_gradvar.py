@@ -10,11 +10,11 @@ A benchmark, not a test: nothing here asserts a speed. It does check that both p
 from __future__ import annotations
 
 import statistics
-import time
 
 import pytest
 import torch
 
+from vaezoo.bench.timing import timed
 from vaezoo.gradnoise.measure import GradVarConfig, chunk_size
 from vaezoo.gradnoise.pergrad import DrawGradients
 from vaezoo.models import get_model
@@ -28,16 +28,6 @@ DEVICES = [
     "cpu",
     pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")]),
 ]
-
-
-def _seconds(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -66,8 +56,8 @@ def test_per_example_gradients_torch_func_vs_loop(benchmark, device, bound, esti
     del fast, slow
     t_loop, t_vec = [], []
     for _ in range(REPEATS):  # interleaved, so drifting machine load hits both alike
-        t_loop.append(_seconds(loop, dev))
-        t_vec.append(_seconds(vectorised, dev))
+        t_loop.append(timed(loop, dev, 1))
+        t_vec.append(timed(vectorised, dev, 1))
     benchmark.pedantic(vectorised, rounds=REPEATS, iterations=1, warmup_rounds=0)
     loop_s, vec_s = statistics.median(t_loop), statistics.median(t_vec)
     benchmark.extra_info.update(

@@ -6,6 +6,7 @@ steps on the concatenated batch (float64, so Adam's sign-like first update canno
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from vaezoo.bench.ddp import ddp_parts
+from vaezoo.bench.ddp import DDPConfig, ddp_parts
 from vaezoo.bench.throughput import PRECISIONS, synthetic_batch, train_config, train_step, vaezoo_parts
+from vaezoo.errors import VaezooError
 
 WORLD = 2
 BATCH = 8
@@ -78,7 +80,6 @@ def test_two_gloo_processes_match_one_process_on_the_concatenated_batch(tmp_path
         ranks = [torch.load(tmp_path / f"{variant}-rank{r}.pt", weights_only=True) for r in range(WORLD)]
         reference = _single_process(variant)
         start = vaezoo_parts(train_config(variant, "mlp", BATCH), _batch(0)).model.double().state_dict()
-        assert any(k.startswith("grad.") for k in reference)
         for name, ref in reference.items():
             assert torch.equal(ranks[0][name], ranks[1][name]), f"{variant}: ranks differ in {name}"
             torch.testing.assert_close(ranks[0][name], ref, rtol=1e-9, atol=1e-10, msg=f"{variant}: {name}")
@@ -117,10 +118,12 @@ def test_torchrun_benchmark_reports_scaling_efficiency(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "gloo"
     assert summary["ddp_samples_per_s"] > 0 and summary["single_samples_per_s"] > 0
-    assert summary["scaling_efficiency"] == pytest.approx(
-        summary["ddp_samples_per_s"] / (2 * summary["single_samples_per_s"])
-    )
-    assert list(tmp_path.glob("ddp-fp32-*.csv")), "no CSV written"
+    assert summary["ddp_samples_per_s_low"] <= summary["ddp_samples_per_s"] <= summary["ddp_samples_per_s_high"]
+    (csv_path,) = tmp_path.glob("ddp-fp32-*.csv")
+    (row,) = csv.DictReader(csv_path.open())
+    assert int(row["world_size"]) == summary["world_size"]
+    # the CSV keeps 6 significant digits (merge_csv)
+    assert float(row["ddp_samples_per_s"]) == pytest.approx(summary["ddp_samples_per_s"], rel=1e-5)
     assert "scaling efficiency" in proc.stdout
 
 
@@ -130,3 +133,8 @@ def test_bad_ddp_input_is_a_clear_error():
     assert main(["--batch-size", "0"]) == 2
     assert main(["--precision", "fp8"]) == 2
     assert main(["--model", "nope"]) == 2
+    assert main(["--backbone", "resnet"]) == 2
+    assert main(["--device", "tpu"]) == 2
+    assert main(["--windows", "0"]) == 2
+    with pytest.raises(VaezooError, match="unknown backbone 'resnet'"):
+        DDPConfig(backbone="resnet")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from vaezoo.clitools import run_click
 from vaezoo.errors import VaezooError
 
 
@@ -144,7 +145,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
     from vaezoo.config import to_dict
     from vaezoo.data import DATASET_SHAPES, DataConfig
-    from vaezoo.runconfig import TrainConfig, epochs_to_steps, resolve_config
+    from vaezoo.runconfig import epochs_to_steps, resolve_config
     from vaezoo.train import RunDir
     from vaezoo.train import train as run_training
 
@@ -159,12 +160,11 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
         key, value = item.split("=", 1)
         _set_path(user, key, _parse_value(value))
     if resume_dir:
-        saved = RunDir(Path(resume_dir)).read_config()
-        user_over = user
-        user = _merge(to_dict(saved), user)
+        saved = to_dict(RunDir(Path(resume_dir)).read_config())
+        user = _merge(saved, user)
         if epochs is not None:
             raise VaezooError("--epochs cannot be changed on --resume")
-        changed = _diff(to_dict(saved), _merge(to_dict(saved), user_over))
+        changed = _diff(saved, user)
         if changed:
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
     data_name = user.get("data", {}).get("name", DataConfig.name)
@@ -175,7 +175,6 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
         from vaezoo.data import load_dataset
 
         cfg.steps = epochs_to_steps(epochs, len(load_dataset(cfg.data).train), cfg.batch_size)
-    assert isinstance(cfg, TrainConfig)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     final = run_training(
         cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
@@ -237,20 +236,7 @@ _add_command_modules()
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        rc = cli.main(args=argv, standalone_mode=False)
-    except VaezooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 1
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    return rc if isinstance(rc, int) else 0
+    return run_click(cli, argv)
 
 
 if __name__ == "__main__":

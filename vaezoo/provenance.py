@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -64,8 +65,11 @@ def device_name(device: torch.device) -> str:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; any other name is a clear error here, before torch parses it."""
     from vaezoo.errors import VaezooError
 
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise VaezooError(f"unknown device '{name}'; choose from cpu, cuda (or cuda:N), auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -62,26 +62,34 @@ def measure(model, x_train: torch.Tensor, x_test: torch.Tensor, seed: int = 0, n
 def run_claims(dataset: str, steps: int, seed: int, out_dir: Path, track: bool) -> dict:
     from vaezoo import tracking
     from vaezoo.data import DATASET_SHAPES, eval_binarized, load_dataset
+    from vaezoo.io import atomic_write_text
     from vaezoo.runconfig import resolve_config
-    from vaezoo.train import train
+    from vaezoo.train import load_run_model, train
 
     if dataset not in DATASET_SHAPES or dataset == "linear-gaussian":
         raise VaezooError(f"claims need an image dataset: mnist5k, digits or mnist, got '{dataset}'")
+    configs = {
+        label: resolve_config(
+            {"model": {"name": name}, "objective": objective, "data": {"name": dataset}, "steps": steps, "seed": seed,
+             "eval_every": steps, "checkpoint_every": steps},
+            DATASET_SHAPES[dataset],
+        )
+        for label, (name, objective) in VARIANTS.items()
+    }
+    # every variant has a Bernoulli decoder on the same dataset, so the same data config: load and binarise once
+    data = next(iter(configs.values())).data
+    assert all(c.data == data for c in configs.values()), "VARIANTS must share one data config"
+    ds = load_dataset(data)
+    x_train, x_test = eval_binarized(ds.train, data.binarize, seed=1), eval_binarized(ds.test, data.binarize)
     results = {}
-    for label, (name, objective) in VARIANTS.items():
-        user = {"model": {"name": name}, "objective": objective, "data": {"name": dataset}, "steps": steps, "seed": seed,
-                "eval_every": steps, "checkpoint_every": steps}
-        cfg = resolve_config(user, DATASET_SHAPES[dataset])
+    for label, cfg in configs.items():
         run_dir = out_dir / label.replace(" ", "-").replace("=", "")
         train(cfg, run_dir, track=False, progress=False)
-        from vaezoo.train import load_run_model
-
         model, _ = load_run_model(run_dir)
-        ds = load_dataset(cfg.data)
-        results[label] = measure(model, eval_binarized(ds.train, cfg.data.binarize, seed=1), eval_binarized(ds.test, cfg.data.binarize), seed)
+        results[label] = measure(model, x_train, x_test, seed)
     summary = {"dataset": dataset, "steps": steps, "seed": seed, "results": results}
-    (out_dir / "claims.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "claims.md").write_text(markdown(summary))
+    atomic_write_text(out_dir / "claims.json", json.dumps(summary, indent=2))
+    atomic_write_text(out_dir / "claims.md", markdown(summary))
     tracker = tracking.start(track, "claims")
     tracker.log_params({"dataset": dataset, "steps": steps, "seed": seed})
     for i, (label, r) in enumerate(results.items()):

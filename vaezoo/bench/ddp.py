@@ -33,12 +33,12 @@ from vaezoo.bench.throughput import (
     environment,
     get_precision,
     merge_csv,
-    standalone,
     synthetic_batch,
     train_config,
     train_step,
     vaezoo_parts,
 )
+from vaezoo.clitools import run_click
 from vaezoo.errors import VaezooError
 
 
@@ -100,22 +100,6 @@ def _agree(value):
     return box[0]
 
 
-def _agreed_windows(step, device, cfg: DDPConfig) -> tuple[float, int, list[float]]:
-    """(first-call seconds, steps per window, this rank's seconds per window), step counts agreed with rank 0."""
-    first = timing.timed(step, device, 1)
-    n, done, spent = 1, 0, 0.0
-    while True:
-        dt = _agree(timing.timed(step, device, n))
-        done, spent = done + n, spent + dt
-        if done >= 3 and spent >= cfg.warmup_s:
-            break
-        if dt < cfg.warmup_s / 8:
-            n *= 2
-    per_window = max(1, round(cfg.window_s / (spent / done)))
-    times = [timing.timed(step, device, per_window) for _ in range(cfg.windows)]
-    return first, per_window, times
-
-
 @dataclass
 class DDPConfig:
     """One DDP benchmark point; ``batch_size`` is per process."""
@@ -131,12 +115,10 @@ class DDPConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0:
-            raise VaezooError(f"batch size must be > 0, got {self.batch_size}")
-        if self.windows < 1 or self.window_s <= 0 or self.warmup_s < 0:
-            raise VaezooError("need windows >= 1, window_s > 0, warmup_s >= 0")
+        timing.check_windows(self.windows, self.window_s, self.warmup_s)
         get_precision(self.precision)
-        train_config(self.model, self.backbone, self.batch_size, self.seed)  # unknown model or backbone: error now
+        # unknown model or backbone, batch size <= 0: an error now, before any process group
+        train_config(self.model, self.backbone, self.batch_size, self.seed)
 
 
 def run_ddp(cfg: DDPConfig, rank: int, world: int, device: torch.device) -> dict | None:
@@ -161,9 +143,14 @@ def run_ddp(cfg: DDPConfig, rank: int, world: int, device: torch.device) -> dict
     dist.barrier()
     parts = ddp_parts(tcfg, x, rank)
     scaler = prec.scaler(device)
-    first, per_window, times = _agreed_windows(
-        lambda: train_step(parts, prec, scaler, parts.generator), device, cfg
-    )
+
+    def step():
+        return train_step(parts, prec, scaler, parts.generator)
+
+    # warm-up and window size steered by rank 0's times: every rank takes the same steps (each all-reduces)
+    sized = timing.prepare(step, device, cfg.window_s, cfg.warmup_s, agree=_agree)
+    first, per_window = sized.first_call_s, sized.steps_per_window
+    times = [timing.timed(step, device, per_window) for _ in range(cfg.windows)]
     all_times = [None] * world
     dist.all_gather_object(all_times, times)
     if rank != 0:
@@ -268,7 +255,7 @@ def _report(summary: dict, out: str | None, out_dir: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return standalone(ddp_command, argv)
+    return run_click(ddp_command, argv)
 
 
 if __name__ == "__main__":

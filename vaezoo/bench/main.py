@@ -7,7 +7,7 @@ batch 128, one z sample, closed-form KL (the model of shared/ANCHORS.md).
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples:
     from vaezoo.tracking import tracking_uri
     from vaezoo.train import train
 
-    user = json.loads(json.dumps(REFERENCE))
+    user = copy.deepcopy(REFERENCE)  # the caller's changes must not touch REFERENCE
     if steps is not None:
         user["steps"] = steps
         user["eval_every"] = user["checkpoint_every"] = min(steps, 1000)

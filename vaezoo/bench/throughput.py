@@ -257,24 +257,19 @@ class ThroughputConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from vaezoo.models import model_spec
-        from vaezoo.models.backbones import BACKBONES
+        from vaezoo.models import ModelConfig, model_spec
 
         for name in self.models:
             model_spec(name)
         for b in self.backbones:
-            if b not in BACKBONES:
-                raise VaezooError(f"unknown backbone '{b}'; choose from {', '.join(BACKBONES)}")
+            ModelConfig(backbone=b)  # the model config knows the backbones
         for bs in self.batch_sizes:
             if bs <= 0:
                 raise VaezooError(f"batch size must be > 0, got {bs}")
         for m in self.modes:
             if m not in MODES:
                 raise VaezooError(f"unknown mode '{m}'; choose from {', '.join(MODES)}")
-        if self.windows < 1 or self.window_s <= 0 or self.warmup_s < 0:
-            raise VaezooError(
-                f"need windows >= 1, window_s > 0, warmup_s >= 0 (got {self.windows}, {self.window_s}, {self.warmup_s})"
-            )
+        timing.check_windows(self.windows, self.window_s, self.warmup_s)
         if not all((self.models, self.backbones, self.batch_sizes, self.devices, self.modes, self.precisions)):
             raise VaezooError(
                 "every list (models, backbones, batch sizes, devices, modes, precisions) needs at least one entry"
@@ -295,8 +290,6 @@ class ThroughputConfig:
 def _device(name: str) -> str:
     from vaezoo.provenance import resolve_device
 
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
-        raise VaezooError(f"unknown device '{name}'; choose from cpu, cuda (or cuda:N)")
     return str(resolve_device(name))
 
 
@@ -332,10 +325,6 @@ class Row:
     error: str = ""
 
     @property
-    def key(self) -> tuple:
-        return (self.variant, self.backbone, self.batch, self.device, self.mode, self.precision)
-
-    @property
     def label(self) -> str:
         return f"{self.variant}-{self.backbone}-b{self.batch}-{self.device}-{self.mode}-{self.precision}"
 
@@ -355,7 +344,7 @@ class Environment:
 
     @property
     def stem(self) -> str:
-        ver = "pt" + re.sub(r"[^0-9]", "", torch.__version__.split("+")[0])
+        ver = "pt" + re.sub(r"[^0-9]", "", self.torch.split("+")[0])
         if self.device.type == "cuda":
             acc = "cu" + re.sub(r"[^0-9]", "", torch.version.cuda or "")
             return f"{ver}-{acc}-{_slug(self.device_name)}"
@@ -486,14 +475,21 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def run_throughput(cfg: ThroughputConfig, on_row: Callable[[Row], None] | None = None) -> list[Row]:
-    """Measure the whole grid; ``on_row`` sees each row as soon as it is done."""
+def run_throughput(
+    cfg: ThroughputConfig,
+    on_row: Callable[[Row], None] | None = None,
+    envs: dict[str, Environment] | None = None,
+) -> list[Row]:
+    """Measure the whole grid; ``on_row`` sees each row as soon as it is done. ``envs`` (by device name as in
+    ``cfg.devices``) are the environments already looked up; missing ones are looked up and added."""
     rows: list[Row] = []
     peaks: dict[tuple[str, str], float] = {}
-    envs: dict[str, Environment] = {}
+    envs = {} if envs is None else envs
     for dev, prec_name, variant, backbone, batch in _cases(cfg):
         device = torch.device(_device(dev))
-        env = envs.setdefault(dev, environment(device))
+        if dev not in envs:
+            envs[dev] = environment(device)
+        env = envs[dev]
         prec = get_precision(prec_name)
         if (dev, prec_name) not in peaks:
             peaks[(dev, prec_name)] = timing.matmul_peak(
@@ -506,8 +502,7 @@ def run_throughput(cfg: ThroughputConfig, on_row: Callable[[Row], None] | None =
                 Row(variant, backbone, batch, device.type, m, prec_name, error=_error_text(exc)) for m in cfg.modes
             ]
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            _release(device)
         for row in group:
             rows.append(row)
             if on_row:
@@ -597,24 +592,27 @@ def plot(path: Path, rows: list[Row], title: str) -> Path:
     return path
 
 
-def save_results(out_dir: Path, rows: list[Row], envs: dict[str, Environment], draw: bool = True) -> list[Path]:
-    """CSV per (environment, precision), merged with what is there; one PNG per environment."""
+def save_results(out_dir: Path, rows: list[Row], envs: dict[str, Environment]) -> list[Path]:
+    """Merge ``rows`` into the CSV of their (environment, precision), keeping what is there; the CSVs written."""
     written: list[Path] = []
     for env in envs.values():
         mine = [r for r in rows if r.device == env.device.type]
-        all_rows: list[Row] = []
         for prec in sorted({r.precision for r in mine}):
             path = out_dir / env.csv_name(prec)
-            all_rows += write_rows(path, [r for r in mine if r.precision == prec])
+            write_rows(path, [r for r in mine if r.precision == prec])
             written.append(path)
-        if draw and all_rows:
-            written.append(
-                plot(
-                    out_dir / env.png_name,
-                    all_rows,
-                    f"vaezoo training throughput, {env.device_name}, torch {env.torch}",
-                )
-            )
+    return written
+
+
+def plot_results(out_dir: Path, envs: dict[str, Environment], csvs: list[Path]) -> list[Path]:
+    """One PNG per environment, of all that its CSVs among ``csvs`` hold (earlier runs' rows included)."""
+    written: list[Path] = []
+    for env in envs.values():
+        names = {env.csv_name(p) for p in PRECISIONS}
+        rows = [r for path in csvs if path.name in names for r in read_rows(path)]
+        if rows:
+            title = f"vaezoo training throughput, {env.device_name}, torch {env.torch}"
+            written.append(plot(out_dir / env.png_name, rows, title))
     return written
 
 
@@ -758,35 +756,23 @@ def throughput_command(
             f"# {env.device_name}, torch {env.torch}, {env.threads} threads -> {out}/{env.csv_name('<precision>')}"
         )
     click.echo(HEADER)
-    done: list[Row] = []
+    csvs: dict[Path, None] = {}  # ordered set of the CSVs written
 
     def on_row(row: Row) -> None:
         click.echo(format_row(row))
-        done.append(row)
-        save_results(out, [row], {row.device: envs[row.device]}, draw=False)  # a killed run keeps what it measured
+        csvs.update(dict.fromkeys(save_results(out, [row], envs)))  # a killed run keeps what it measured
 
-    rows = run_throughput(cfg, on_row)
-    files = save_results(out, rows, envs, draw=not no_plot)
+    rows = run_throughput(cfg, on_row, envs)
+    files = list(csvs) + ([] if no_plot else plot_results(out, envs, list(csvs)))
     run_id = track_results(cfg, rows, files, not no_track, tracking_uri)
     click.echo("written: " + ", ".join(map(str, files)))
     if run_id:
         click.echo(f"MLflow run: {run_id}")
 
 
-def standalone(command: click.Command, argv: list[str] | None = None) -> int:
-    """Run a benchmark command outside the ``vaezoo`` group (python -m ...): bad input is one line, exit 2."""
-    try:
-        command.main(args=argv, standalone_mode=False)
-    except VaezooError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    return 0
-
-
 if __name__ == "__main__":  # python -m vaezoo.bench.throughput: needs none of the other CLI modules
     import sys
 
-    sys.exit(standalone(throughput_command))
+    from vaezoo.clitools import run_click
+
+    sys.exit(run_click(throughput_command))

@@ -62,22 +62,43 @@ class Windows:
         return (self.high - self.low) / self.median
 
 
-def warm_up(step: Callable[[], object], device: torch.device, seconds: float, min_steps: int = 3) -> float:
-    """Run ``step`` for about ``seconds`` (at least ``min_steps`` times); return the seconds per step seen."""
+def _same(dt: float) -> float:
+    return dt
+
+
+def warm_up(
+    step: Callable[[], object],
+    device: torch.device,
+    seconds: float,
+    min_steps: int = 3,
+    agree: Callable[[float], float] = _same,
+) -> float:
+    """Run ``step`` for about ``seconds`` (at least ``min_steps`` times); return the seconds per step seen.
+
+    Every measured time passes through ``agree`` before it steers the loop: processes that must take the same
+    number of steps (DDP ranks, whose every step all-reduces) pass one that returns a value all of them share.
+    """
     timed(step, device, 1)
     done, spent, n = 0, 0.0, 1
     while done < min_steps or spent < seconds:
-        dt = timed(step, device, n)
+        dt = agree(timed(step, device, n))
         done, spent = done + n, spent + dt
         if dt < seconds / 8:  # grow the batch of calls so the clock overhead stays small
             n *= 2
     return spent / done
 
 
-def prepare(step: Callable[[], object], device: torch.device, window_s: float, warmup_s: float) -> Windows:
-    """Time the first call on its own (where torch.compile compiles), warm up, and size a window."""
+def prepare(
+    step: Callable[[], object],
+    device: torch.device,
+    window_s: float,
+    warmup_s: float,
+    agree: Callable[[float], float] = _same,
+) -> Windows:
+    """Time the first call on its own (where torch.compile compiles), warm up, and size a window
+    (``agree``: see ``warm_up``; the window's step count then agrees too)."""
     first = timed(step, device, 1)
-    per_step = warm_up(step, device, warmup_s)
+    per_step = warm_up(step, device, warmup_s, agree=agree)
     return Windows(steps_per_window=max(1, round(window_s / max(per_step, 1e-9))), first_call_s=first)
 
 
@@ -94,6 +115,12 @@ def run_windows(
     return prepared
 
 
+def check_windows(windows: int, window_s: float, warmup_s: float) -> None:
+    """Refuse timing settings that cannot give a measurement."""
+    if windows < 1 or window_s <= 0 or warmup_s < 0:
+        raise VaezooError(f"need windows >= 1, window_s > 0, warmup_s >= 0 (got {windows}, {window_s}, {warmup_s})")
+
+
 def measure(
     contenders: dict[str, Callable[[], object]],
     device: torch.device,
@@ -102,8 +129,7 @@ def measure(
     warmup_s: float = 0.3,
 ) -> dict[str, Windows]:
     """Time each contender in ``windows`` interleaved windows of about ``window_s`` seconds after warm-up."""
-    if windows < 1 or window_s <= 0 or warmup_s < 0:
-        raise VaezooError(f"need windows >= 1, window_s > 0, warmup_s >= 0; got {windows}, {window_s}, {warmup_s}")
+    check_windows(windows, window_s, warmup_s)
     prepared = {name: prepare(step, device, window_s, warmup_s) for name, step in contenders.items()}
     return run_windows(contenders, prepared, device, windows)
 

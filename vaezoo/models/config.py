@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from vaezoo.errors import VaezooError
 
+# The names of vaezoo.models.backbones.BACKBONES, listed here so a config is checked without importing the
+# networks (backbones.py imports this module); tests/test_models.py checks the two agree.
+BACKBONE_NAMES: tuple[str, ...] = ("mlp", "conv", "linear")
+
 # Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, tanh, output bias = logit(pixel mean).
 PRESETS: dict[str, dict] = {
     "burda": {"backbone": "mlp", "hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "output_bias": "data-mean"},
@@ -35,6 +39,8 @@ class ModelConfig:
                 raise VaezooError(f"unknown preset '{self.preset}'; choose from {', '.join(PRESETS)}")
             for key, value in PRESETS[self.preset].items():
                 setattr(self, key, value)
+        if self.backbone not in BACKBONE_NAMES:
+            raise VaezooError(f"unknown backbone '{self.backbone}'; choose from {', '.join(BACKBONE_NAMES)}")
         if self.latent_dim <= 0:
             raise VaezooError(f"latent_dim must be > 0, got {self.latent_dim}")
         if any(h <= 0 for h in self.hidden) or any(c <= 0 for c in self.channels):
