@@ -18,7 +18,21 @@ CFG = {"model": {"hidden": [64], "latent_dim": 8}, "data": {"name": "digits"}, "
        "eval_every": 30, "checkpoint_every": 30, "eval_k": 8, "device": "cuda"}
 
 
-def test_train_and_resume_on_cuda(tmp_path):
+def stop_after_first_checkpoint(monkeypatch):
+    """Make train() die right after writing its first checkpoint, as a killed run would."""
+    import vaezoo.train
+
+    real = vaezoo.train.save_checkpoint
+
+    def save_then_die(path, state):
+        real(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vaezoo.train, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(vaezoo.train, "save_checkpoint", real)
+
+
+def test_train_and_resume_on_cuda(tmp_path, monkeypatch):
     cfg = resolve_config(CFG, (1, 8, 8))
     final = train(cfg, tmp_path / "a", track=False, progress=False)
     assert torch.isfinite(torch.tensor(final["test_elbo"]))
@@ -28,6 +42,15 @@ def test_train_and_resume_on_cuda(tmp_path):
     train(cfg, tmp_path / "b", track=False, progress=False)
     b = load_checkpoint(tmp_path / "b" / "checkpoint.pt")["model"]
     assert all(torch.allclose(state["model"][k], b[k], atol=1e-6) for k in b)
+    # killed after its step-30 checkpoint, then resumed: ends where the uninterrupted run ended
+    restore = stop_after_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "c", track=False, progress=False)
+    restore()
+    assert load_checkpoint(tmp_path / "c" / "checkpoint.pt")["step"] == 30
+    train(cfg, tmp_path / "c", resume=True, track=False, progress=False)
+    c = load_checkpoint(tmp_path / "c" / "checkpoint.pt")["model"]
+    assert all(torch.allclose(state["model"][k], c[k], atol=1e-6) for k in c)
 
 
 @pytest.mark.parametrize("estimator", sorted(ESTIMATORS))

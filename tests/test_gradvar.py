@@ -90,7 +90,6 @@ def test_snr_replicates_on_a_parameter_subset_stand_in_for_all_parameters(shared
     _, allp = stats.snr_statistics(rows, counts)  # the same replicates on every parameter
     for name in ("snr_mean", "snr_median"):
         spread = float(allp[name].std())
-        assert float(sub[name].median()) == pytest.approx(float(point[name]), rel=1e-6)  # centred on the point
         assert abs(float(sub[name].mean() - allp[name].mean())) < (0.1 if shared else 0.5) * spread
         if shared:
             assert float(sub[name].std()) == pytest.approx(spread, rel=0.15)
@@ -289,8 +288,6 @@ def test_latent_part_of_the_k_sample_elbo_falls_as_one_over_k(setup):
         f = a.fit("latent_vs_K", "elbo", "reparam", net)
         assert abs(f.slope + 1) < 0.15, (net, f)
     # the total does not fall as fast: the data part stays
-    total = a.fit("variance_vs_B", "elbo", "reparam", MODEL)
-    assert total is None  # a single B: no B slope
     cells = sweep(s, "elbo", "reparam", "K")
     assert cells[-1].point[MODEL]["data_var"] > 0.5 * cells[0].point[MODEL]["data_var"]
 
@@ -303,10 +300,15 @@ def test_score_function_encoder_variance_exceeds_reparam_tenfold(setup):
 
 
 @pytest.mark.parametrize("which", SETUPS)
-def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not(which, linear, trained_mlp, digits):
-    """Rainforth et al. 2018 and Tucker et al. 2019 in their setting: one fixed x (data_limit=1), a minibatch
-    is B outer samples of it, and the model near an optimum."""
-    model, data, binarize = (*linear, "none") if which == "linear-gaussian" else (trained_mlp, digits, "dynamic")
+def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not(request, which, linear, digits):
+    """Rainforth et al. 2018 and Tucker et al. 2019 in their setting: one data point (data_limit=1), a
+    minibatch is B outer samples of it, and the model near an optimum. Linear-Gaussian: x is fixed, as in
+    the paper. MLP on digits (dynamic binarisation): each outer sample is a fresh binarisation of the one
+    grey-level image, so the data are its Bernoulli pixel distribution rather than one fixed x."""
+    if which == "linear-gaussian":
+        model, data, binarize = (*linear, "none")
+    else:  # trained only here: the linear-Gaussian case needs no MLP
+        model, data, binarize = request.getfixturevalue("trained_mlp"), digits, "dynamic"
     s = study(
         model,
         data,
@@ -323,6 +325,13 @@ def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not(which, linear, trained
     assert snr[("dreg", 64)] >= snr[("dreg", 1)]
     floor = 1 / math.sqrt(200)
     assert min(snr.values()) > floor  # measured, not noise
+    if which == "linear-gaussian":
+        # Rainforth et al.: the IWAE encoder SNR falls as K^-1/2, the decoder's rises as K^1/2.
+        a = analyse(s)
+        enc = a.fit("snr_mean_vs_K", "iwae", "reparam", "encoder")
+        dec = a.fit("snr_mean_vs_K", "iwae", "reparam", "decoder")
+        assert abs(enc.slope + 0.5) < 0.15, enc
+        assert abs(dec.slope - 0.5) < 0.15, dec
 
 
 def test_two_batch_noise_scale_agrees_with_per_example_one(setup):
