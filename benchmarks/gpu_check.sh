@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One GPU session for issue 5: the CUDA tests, then the training-throughput benchmark on cuda.
 #
-#   OUT=/some/dir bash benchmarks/gpu_check.sh        (the device tool sets $OUT)
+#   VAEZOO_GIT_SHA=<sha> VAEZOO_GIT_DIRTY=false OUT=/some/dir bash benchmarks/gpu_check.sh
+#
+# The device tool sets $OUT. Its copy of the tree has no history, so the commit the rows were measured at comes
+# from $VAEZOO_GIT_SHA (write the sha of a clean checkout into the command); without it rows say "unknown".
 #
 # Runs from the source tree with python3 (no install, no internet, no MLflow): PYTHONPATH=., tracking off,
 # synthetic data. Every stage has its own time limit, cut to what is left of the whole budget
-# (BUDGET_S, default 330 s), and a failing stage does not stop the others. Everything lands flat in $OUT
+# (BUDGET_S, default 360 s), and a failing stage does not stop the others. Everything lands flat in $OUT
 # (at most 8 files): gpu_check.log, pytest_cuda.txt, train-{fp32,bf16,fp16}-<env>.csv, train-<env>.png,
 # ddp.json. The CSVs go to benchmarks/results/ when committed.
 set -u
@@ -14,7 +17,7 @@ OUT="${OUT:-/tmp/vaezoo-gpu}"
 mkdir -p "$OUT"
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 PY="${PYTHON:-python3}"
-BUDGET_S="${BUDGET_S:-330}"
+BUDGET_S="${BUDGET_S:-360}"
 LOG="$OUT/gpu_check.log"
 START=$(date +%s)
 : >"$LOG"
@@ -40,6 +43,7 @@ stage() {
 
 TP=("$PY" -m vaezoo.bench.throughput --device cuda --no-track --out-dir "$OUT" --windows 5 --window-s 0.2 --warmup-s 0.2)
 
+say "commit ${VAEZOO_GIT_SHA:-unknown} (dirty: ${VAEZOO_GIT_DIRTY:-unknown})"
 stage env 30 bash -c "nvidia-smi; $PY -c 'import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported())'"
 
 # 1. CUDA tests: this issue's files first, then every cuda-marked test (other files may not import here).
@@ -60,8 +64,9 @@ stage conv 60 "${TP[@]}" --model vae --backbone conv --batch-size 128,1024,8192 
 stage ddp-nccl 40 "$PY" -m torch.distributed.run --nproc-per-node 1 -m vaezoo.bench.ddp --device cuda --batch-size 8192 \
   --windows 3 --window-s 0.2 --warmup-s 0.2 --out "$OUT/ddp.json"
 
-# 6. torch.compile of the whole step (slowest to start: compiles per batch size; rows are saved as they finish).
-stage compile 120 "${TP[@]}" --model vae --backbone mlp --batch-size 1024,65536 --mode eager,compile --precision bf16
+# 6. torch.compile of the whole step, fp32 then bf16 (slowest to start: compiles per batch size; rows are saved as
+#    they finish).
+stage compile 150 "${TP[@]}" --model vae --backbone mlp --batch-size 1024,65536 --mode eager,compile --precision fp32,bf16
 
 say "done; files in $OUT:"
 ls -la "$OUT" | tee -a "$LOG"

@@ -13,19 +13,42 @@ import torch
 
 import vaezoo
 
+GIT_SHA_ENV = "VAEZOO_GIT_SHA"  # for a copy of the tree without its history (the lent GPU machine)
+GIT_DIRTY_ENV = "VAEZOO_GIT_DIRTY"
+
 
 def git_state(root: Path | None = None) -> dict:
+    """The commit the code came from and whether tracked files differ from it.
+
+    Where the tree has no history (git missing, no repository, or one without commits) the commit comes from
+    $VAEZOO_GIT_SHA (and $VAEZOO_GIT_DIRTY), set by whoever copied the tree; otherwise it is "unknown".
+    """
     root = root or Path(__file__).resolve().parent.parent
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    def git(*args: str) -> str | None:
+        r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
 
     try:
-        sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        # --verify: in a repository without commits a bare `rev-parse HEAD` prints "HEAD" and fails
+        sha = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+        status = git("status", "--porcelain", "--untracked-files=no") if sha else None
     except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", False
-    return {"git_sha": sha or "unknown", "git_dirty": str(dirty).lower()}
+        sha = status = None
+    if sha:
+        return {"git_sha": sha, "git_dirty": "unknown" if status is None else str(bool(status)).lower()}
+    return {
+        "git_sha": os.environ.get(GIT_SHA_ENV, "").strip() or "unknown",
+        "git_dirty": os.environ.get(GIT_DIRTY_ENV, "").strip().lower() or "unknown",
+    }
+
+
+def git_label(root: Path | None = None) -> str:
+    """The commit as one benchmark-table cell: the sha, with "-dirty" when tracked files had changed
+    (the numbers then came from code no commit holds) and "-dirty?" when that is not known."""
+    state = git_state(root)
+    suffix = {"false": "", "true": "-dirty"}.get(state["git_dirty"], "-dirty?")
+    return state["git_sha"] + ("" if state["git_sha"] == "unknown" else suffix)
 
 
 def cpu_model() -> str:

@@ -364,9 +364,9 @@ def _slug(text: str) -> str:
 
 
 def environment(device: torch.device) -> Environment:
-    from vaezoo.provenance import device_name, git_state
+    from vaezoo.provenance import device_name, git_label
 
-    return Environment(device, device_name(device), torch.get_num_threads(), git_sha=git_state()["git_sha"])
+    return Environment(device, device_name(device), torch.get_num_threads(), git_sha=git_label())
 
 
 def _cases(cfg: ThroughputConfig) -> Iterator[tuple[str, str, str, int, str]]:

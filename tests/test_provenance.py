@@ -1,0 +1,46 @@
+"""The commit a run records, also where the tree was copied without its history (the lent GPU machine)."""
+
+import subprocess
+
+import pytest
+
+from vaezoo.provenance import GIT_DIRTY_ENV, GIT_SHA_ENV, git_label, git_state
+
+
+def _git(root, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def no_env(monkeypatch):
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
+    monkeypatch.delenv(GIT_DIRTY_ENV, raising=False)
+
+
+def test_a_repository_without_commits_is_not_read_as_sha_HEAD(tmp_path, no_env):
+    _git(tmp_path, "init", "-q")
+    assert git_state(tmp_path) == {"git_sha": "unknown", "git_dirty": "unknown"}
+    assert git_label(tmp_path) == "unknown"
+
+
+def test_without_history_the_copier_names_the_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv(GIT_SHA_ENV, "0123abc")
+    monkeypatch.setenv(GIT_DIRTY_ENV, "False")
+    assert git_state(tmp_path) == {"git_sha": "0123abc", "git_dirty": "false"}
+    assert git_label(tmp_path) == "0123abc"
+    monkeypatch.delenv(GIT_DIRTY_ENV)
+    assert git_label(tmp_path) == "0123abc-dirty?"
+
+
+def test_a_real_commit_wins_over_the_environment_and_a_changed_file_marks_it_dirty(tmp_path, monkeypatch):
+    monkeypatch.setenv(GIT_SHA_ENV, "not-this-one")
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "f.txt").write_text("a\n")
+    _git(tmp_path, "add", "f.txt")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_state(tmp_path) == {"git_sha": sha, "git_dirty": "false"}
+    assert git_label(tmp_path) == sha
+    (tmp_path / "f.txt").write_text("b\n")
+    assert git_label(tmp_path) == sha + "-dirty"
