@@ -323,14 +323,19 @@ def _measure_split(engine, sampler, cell: Cell, cfg: GradVarConfig, device, chun
 ADDITIVE = ("trace_cov", "grad_sq", "mean_sq_norm", "latent_var", "data_var", "data_var_nested")
 
 
+def _put_network_sums(res: Measured, names: tuple[str, ...]) -> None:
+    """The whole model's value of each additive statistic (a trace, a squared norm) that the networks have:
+    the sum over networks, of the point estimates and of the bootstrap replicates alike."""
+    for name in names:
+        if name in res.point[NETWORKS[0]]:
+            point = torch.tensor([sum(res.point[n][name] for n in NETWORKS)], dtype=torch.float64)
+            res.put(MODEL, name, point, sum(res.reps[n][name] for n in NETWORKS))
+
+
 def _add_model_totals(res: Measured, B: int) -> None:
     """Whole-model figures: sums of the networks' traces and squared norms (same bootstrap resamples),
     and each network's per-cell noise scale B tr Cov / |E g|^2."""
-    for name in ADDITIVE:
-        if name in res.point[NETWORKS[0]]:
-            point = sum(torch.tensor([res.point[n][name]], dtype=torch.float64) for n in NETWORKS)
-            reps = sum(res.reps[n][name] for n in NETWORKS)
-            res.put(MODEL, name, point, reps)
+    _put_network_sums(res, ADDITIVE)
     m = res.reps[MODEL]
     res.put(
         MODEL,
@@ -375,13 +380,7 @@ def measure_pool(
         point = stats.noise_scale_pooled(m, sq[net].cpu(), size)
         reps = None if counts is None else stats.noise_scale_pooled(m, sq[net].cpu(), size, counts)
         _put_all(res, net, point, reps)
-    for name in ("trace_sigma", "grad_sq"):
-        res.put(
-            MODEL,
-            name,
-            torch.tensor([sum(res.point[n][name] for n in NETWORKS)]),
-            sum(res.reps[n][name] for n in NETWORKS),
-        )
+    _put_network_sums(res, ("trace_sigma", "grad_sq"))
     p, r = res.point[MODEL], res.reps[MODEL]
     point = stats.noise_ratio(torch.tensor([p["trace_sigma"]]), torch.tensor([p["grad_sq"]]))
     res.put(MODEL, "b_simple", point, stats.noise_ratio(r["trace_sigma"], r["grad_sq"]))
