@@ -42,5 +42,13 @@ def test_a_real_commit_wins_over_the_environment_and_a_changed_file_marks_it_dir
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert git_state(tmp_path) == {"git_sha": sha, "git_dirty": "false"}
     assert git_label(tmp_path) == sha
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "r.csv").write_text("1\n")
+    _git(tmp_path, "add", "benchmarks")
+    _git(tmp_path, "commit", "-q", "-m", "results")
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (results / "r.csv").write_text("2\n")  # a benchmark rewrote its results: still the same code
+    assert git_label(tmp_path) == sha
     (tmp_path / "f.txt").write_text("b\n")
     assert git_label(tmp_path) == sha + "-dirty"

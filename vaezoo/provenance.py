@@ -18,7 +18,7 @@ GIT_DIRTY_ENV = "VAEZOO_GIT_DIRTY"
 
 
 def git_state(root: Path | None = None) -> dict:
-    """The commit the code came from and whether tracked files differ from it.
+    """The commit the code came from and whether tracked files (other than benchmarks/results/) differ from it.
 
     Where the tree has no history (git missing, no repository, or one without commits) the commit comes from
     $VAEZOO_GIT_SHA (and $VAEZOO_GIT_DIRTY), set by whoever copied the tree; otherwise it is "unknown".
@@ -32,7 +32,8 @@ def git_state(root: Path | None = None) -> dict:
     try:
         # --verify: in a repository without commits a bare `rev-parse HEAD` prints "HEAD" and fails
         sha = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
-        status = git("status", "--porcelain", "--untracked-files=no") if sha else None
+        # measured results are not code: a benchmark's own rewritten CSV must not mark the next run dirty
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results") if sha else None
     except (OSError, subprocess.SubprocessError):
         sha = status = None
     if sha:
