@@ -78,6 +78,9 @@ def to_onnx(model: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
             f"the decoder of model '{model.cfg.name}' ({model.cfg.backbone}) cannot be exported to ONNX: {_root_cause(exc)}"
         ) from None
     proto = program.model_proto
+    strip_trace_metadata(proto.graph)
+    for function in proto.functions:
+        _strip_nodes(function.node)
     if onnx_parameter_count(proto) != decoder_parameter_count(model):
         raise VaezooError(
             f"the decoder of model '{model.cfg.name}' cannot be exported faithfully: the graph holds "
@@ -85,6 +88,24 @@ def to_onnx(model: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
             "(tracing baked in values the decoder computes)"
         )
     return proto
+
+
+def strip_trace_metadata(graph: onnx.GraphProto) -> None:
+    """Drop the exporter's per-value and per-node notes (Python stack traces with the build machine's file
+    paths, FX node text, module scopes): a shipped file then depends only on the weights and the graph, and
+    rebuilds byte for byte from any checkout. The model's own ``vaezoo.*`` metadata is kept."""
+    del graph.metadata_props[:]
+    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+        del value.metadata_props[:]
+    _strip_nodes(graph.node)
+
+
+def _strip_nodes(nodes) -> None:
+    for node in nodes:
+        del node.metadata_props[:]
+        for attr in node.attribute:  # control-flow subgraphs (none in a decoder today)
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                strip_trace_metadata(sub)
 
 
 @contextlib.contextmanager
