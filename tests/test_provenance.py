@@ -37,7 +37,9 @@ def test_a_real_commit_wins_over_the_environment_and_a_changed_file_marks_it_dir
     monkeypatch.setenv(GIT_SHA_ENV, "not-this-one")
     _git(tmp_path, "init", "-q")
     (tmp_path / "f.txt").write_text("a\n")
-    _git(tmp_path, "add", "f.txt")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text("")
+    _git(tmp_path, "add", "f.txt", "pkg")
     _git(tmp_path, "commit", "-q", "-m", "one")
     sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert git_state(tmp_path) == {"git_sha": sha, "git_dirty": "false"}
@@ -52,3 +54,5 @@ def test_a_real_commit_wins_over_the_environment_and_a_changed_file_marks_it_dir
     assert git_label(tmp_path) == sha
     (tmp_path / "f.txt").write_text("b\n")
     assert git_label(tmp_path) == sha + "-dirty"
+    # read from a package folder below the root (f.txt is outside it): the whole tree still counts
+    assert git_label(tmp_path / "pkg") == sha + "-dirty"

@@ -33,7 +33,7 @@ def git_state(root: Path | None = None) -> dict:
         # --verify: in a repository without commits a bare `rev-parse HEAD` prints "HEAD" and fails
         sha = git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
         # measured results are not code: a benchmark's own rewritten CSV must not mark the next run dirty
-        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results") if sha else None
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)benchmarks/results") if sha else None
     except (OSError, subprocess.SubprocessError):
         sha = status = None
     if sha:
