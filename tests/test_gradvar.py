@@ -19,7 +19,7 @@ from vaezoo.cli import main
 from vaezoo.data import DATASET_SHAPES, DataConfig, load_dataset
 from vaezoo.gradnoise import stats
 from vaezoo.gradnoise.analysis import analyse, sweep
-from vaezoo.gradnoise.measure import MODEL, GradVarConfig, run_study
+from vaezoo.gradnoise.measure import MODEL, GradVarConfig, run_study, select_data
 from vaezoo.gradnoise.pergrad import DrawGradients
 from vaezoo.models import build_model, get_model
 from vaezoo.models.vae import MIN_SCALE
@@ -299,12 +299,27 @@ def test_score_function_encoder_variance_exceeds_reparam_tenfold(setup):
     assert var["score"] > 10 * var["reparam"]
 
 
+def test_data_limit_holds_its_examples_fixed_under_dynamic_binarisation():
+    grey = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    cfg = GradVarConfig(batch_sizes=(4,), ks=(1,), bounds=("elbo",), estimators=("reparam",), data_limit=2)
+    data, mode = select_data(cfg, grey, "dynamic")
+    assert mode == "none" and data.shape == (2, 1, 4, 4)  # no fresh pixels per draw
+    assert set(data.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(select_data(cfg, grey, "dynamic")[0], data)  # seeded: the same examples every time
+    cfg_all = GradVarConfig(batch_sizes=(4,), ks=(1,), bounds=("elbo",), estimators=("reparam",))
+    full, mode_all = select_data(cfg_all, grey, "dynamic")
+    assert mode_all == "dynamic" and torch.equal(full, grey)  # without a limit binarisation stays data noise
+
+
 @pytest.mark.parametrize("which", SETUPS)
-def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not(request, which, linear, digits):
-    """Rainforth et al. 2018 and Tucker et al. 2019 in their setting: one data point (data_limit=1), a
-    minibatch is B outer samples of it, and the model near an optimum. Linear-Gaussian: x is fixed, as in
-    the paper. MLP on digits (dynamic binarisation): each outer sample is a fresh binarisation of the one
-    grey-level image, so the data are its Bernoulli pixel distribution rather than one fixed x."""
+def test_iwae_encoder_snr_falls_with_k_and_dreg_holds_it_up(request, which, linear, digits):
+    """Rainforth et al. 2018 and Tucker et al. 2019 in their setting: one fixed data point (data_limit=1;
+    under dynamic binarisation it is binarised once), a minibatch is B outer samples of it.
+
+    Both setups: the reparameterised IWAE encoder SNR falls with K, and DReG's stays far above it at equal
+    K and falls less. Linear-Gaussian (q can equal the posterior, the asymptotic regime): DReG's rises with K
+    and the reparameterised slopes are Rainforth's -1/2 (encoder) and +1/2 (decoder). The digits MLP is
+    pre-asymptotic at K <= 64: there DReG's SNR still falls (2.6 -> 1.4), only less than reparam's."""
     if which == "linear-gaussian":
         model, data, binarize = (*linear, "none")
     else:  # trained only here: the linear-Gaussian case needs no MLP
@@ -322,10 +337,12 @@ def test_iwae_encoder_snr_falls_with_k_and_dregs_does_not(request, which, linear
     )
     snr = {(c.cell.estimator, c.cell.K): c.point["encoder"]["snr_mean"] for c in s.cells}
     assert snr[("reparam", 64)] < 0.75 * snr[("reparam", 1)]
-    assert snr[("dreg", 64)] >= snr[("dreg", 1)]
+    assert snr[("dreg", 64)] > 3 * snr[("reparam", 64)]
+    assert snr[("dreg", 64)] / snr[("dreg", 1)] > snr[("reparam", 64)] / snr[("reparam", 1)]
     floor = 1 / math.sqrt(200)
     assert min(snr.values()) > floor  # measured, not noise
     if which == "linear-gaussian":
+        assert snr[("dreg", 64)] > snr[("dreg", 1)]
         # Rainforth et al.: the IWAE encoder SNR falls as K^-1/2, the decoder's rises as K^1/2.
         a = analyse(s)
         enc = a.fit("snr_mean_vs_K", "iwae", "reparam", "encoder")

@@ -178,7 +178,7 @@ def run_gradvar(
     out.mkdir(parents=True, exist_ok=True)
     try:
         source = source_fn(out)
-        select_data(cfg, source.data)  # refuse what the data cannot serve before a tracking run is opened
+        select_data(cfg, source.data, source.binarize)  # refuse what the data cannot serve before a tracking run is opened
     except VaezooError:
         if created and not any(out.iterdir()):
             out.rmdir()
@@ -288,7 +288,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     "--without-replacement", is_flag=True, default=None, help="Minibatches without replacement (B <= dataset size)."
 )
 @click.option(
-    "--data-limit", type=int, help="Use the first N training examples only (1: one fixed x, as in Rainforth et al.)."
+    "--data-limit", type=int, help="Use the first N training examples only, each binarised once (1: one fixed x, as in Rainforth et al.)."
 )
 @click.option("--seed", type=int, help="Seed of the draws. [0]")
 @click.option("--chunk-mb", type=int, help="Memory bound of one vmapped chunk of gradients. [256]")

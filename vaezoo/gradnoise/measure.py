@@ -42,7 +42,8 @@ class GradVarConfig:
     in the split (R/J groups); pool: per-example gradients for B_simple (0: none), in pool_groups groups;
     two_batch: (B_small, B_big) for the two-batch noise scale (empty: the smallest and largest B);
     bootstrap: replicates for the intervals; data_limit: use only the first N training examples (0: all;
-    1: one fixed x, the setting of Rainforth et al. 2018, where a minibatch is B outer samples of it);
+    1: one fixed x, the setting of Rainforth et al. 2018, where a minibatch is B outer samples of it;
+    the N examples are binarised once, see select_data);
     chunk_units / chunk_mb bound one vmapped chunk's memory. A cell keeps its R gradients (R x P floats:
     about 0.9 GB for the 1.1M-parameter reference VAE at R = 200) and a pool its groups' sums."""
 
@@ -397,12 +398,20 @@ class Study:
     seconds: float
 
 
-def select_data(cfg: GradVarConfig, data: torch.Tensor) -> torch.Tensor:
-    """The examples the draws come from (``data_limit``); refuses requests the data cannot serve."""
+def select_data(cfg: GradVarConfig, data: torch.Tensor, binarize: str) -> tuple[torch.Tensor, str]:
+    """The examples the draws come from (``data_limit``) and how they are binarised per draw; refuses
+    requests the data cannot serve.
+
+    With ``data_limit`` the N examples are fixed: under dynamic binarisation each is binarised once here
+    (seeded), since fresh pixels per draw would be data noise, and data_limit=1 would not hold x fixed as
+    the setting of Rainforth et al. 2018 needs."""
     if cfg.data_limit:
         if cfg.data_limit > len(data):
             raise VaezooError(f"data_limit {cfg.data_limit} exceeds the {len(data)} training examples")
         data = data[: cfg.data_limit]
+        if binarize == "dynamic":
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed-examples"))
+            data, binarize = binarize_batch(data, binarize, g), "none"
     if not cfg.replacement:
         biggest = max(B for B, _ in cfg.grid())
         if biggest > len(data):
@@ -410,12 +419,12 @@ def select_data(cfg: GradVarConfig, data: torch.Tensor) -> torch.Tensor:
                 f"batch size {biggest} exceeds the {len(data)} training examples; sampling without replacement "
                 "needs B <= the dataset size (or sample with replacement)"
             )
-    return data
+    return data, binarize
 
 
 def run_study(model, data: torch.Tensor, binarize: str, cfg: GradVarConfig, device, progress: bool = True) -> Study:
     """Measure every cell of the grid and every pool on a model at its current parameters."""
-    data = select_data(cfg, data)
+    data, binarize = select_data(cfg, data, binarize)
     t0 = time.perf_counter()
     model = model.to(device)
     sampler = DrawSampler(data.cpu(), binarize, model.latent_dim, cfg.replacement, cfg.seed)
