@@ -62,6 +62,34 @@ def test_bad_train_input_is_one_clear_error_and_touches_nothing(trained_run, tmp
     assert snapshot(trained_run) == before
 
 
+UNMAKEABLE = [
+    (["train", *SMALL, "--steps", "5", "--run-dir"], "run directory"),
+    (["bench", "throughput", "--batch-size", "8", "--backbone", "mlp", "--mode", "eager", "--windows", "1",
+      "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder"),
+    (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder"),
+    (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder"),
+    (["bench", "sampling", "--no-track", "--out-dir"], "output folder"),
+]
+
+
+@pytest.mark.parametrize("args,what", UNMAKEABLE, ids=[" ".join(a[:2]) for a, _ in UNMAKEABLE])
+def test_an_output_folder_that_cannot_be_made_is_one_clear_error_before_any_work(tmp_path, capsys, args, what):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # a folder cannot be made below a file, whoever runs the test
+    assert main([*args, str(blocker / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot create {what} '{blocker / 'out'}'") and len(err.strip().splitlines()) == 1
+
+
+def test_a_file_that_cannot_be_written_is_one_clear_error(trained_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["export", str(trained_run), "--out", str(blocker / "decoder.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot ") and str(blocker) in err and len(err.strip().splitlines()) == 1
+    assert ".tmp" not in err  # the path the user gave, not atomic_write's temp file
+
+
 def test_adam_options_reach_the_config(tmp_path):
     run = tmp_path / "adam"
     args = ["--steps", "2", "--betas", "0.5", "0.9", "--eps", "1e-6", "--lr", "0.01", "--no-fused"]
@@ -136,3 +164,16 @@ def test_deterministic_flag_reaches_config_and_tags(tmp_path):
     from vaezoo.provenance import set_determinism
 
     set_determinism(False)  # the flag is process-wide: leave the other tests as they were
+
+
+def test_any_path_the_system_refuses_is_one_line_not_a_traceback(capsys):
+    import click
+
+    from vaezoo.clitools import run_click
+
+    @click.command()
+    def refuse():
+        raise PermissionError(13, "Permission denied", "/data/train-images-idx3-ubyte")
+
+    assert run_click(refuse, []) == 2
+    assert capsys.readouterr().err == "error: cannot use '/data/train-images-idx3-ubyte': Permission denied\n"

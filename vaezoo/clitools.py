@@ -18,6 +18,10 @@ def run_click(command: click.Command, argv: list[str] | None = None) -> int:
     except VaezooError as exc:
         click.echo(f"error: {exc}", err=True)
         return 2
+    except OSError as exc:  # a path the system refuses (permissions, a full disk, a missing folder)
+        where = f" '{exc.filename}'" if exc.filename else ""
+        click.echo(f"error: cannot use{where}: {exc.strerror or exc}", err=True)
+        return 2
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1

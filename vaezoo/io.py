@@ -7,12 +7,29 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from vaezoo.errors import VaezooError
+
+
+def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``path`` (and its parents) now, before any work whose results it will hold; a folder that
+    cannot be made is one clear error, not a traceback after minutes of work."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VaezooError(f"cannot create {what} '{path}': {exc.strerror or exc}") from None
+    return path
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)``, fsync, then move the temp file over ``path`` in one step."""
+    """Call ``write(tmp_path)``, fsync, then move the temp file over ``path`` in one step. A path the system
+    refuses (no such folder, no permission, a full disk) is a VaezooError naming ``path``, not the temp file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    make_dir(path.parent, "folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise VaezooError(f"cannot write '{path}': {exc.strerror or exc}") from None
     os.close(fd)
     try:
         write(tmp)
@@ -20,9 +37,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise VaezooError(f"cannot write '{path}': {exc.strerror or exc}") from None
         raise
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from vaezoo.errors import VaezooError
+from vaezoo.io import make_dir
 
 EXPERIMENT = "vaezoo"
 
@@ -26,7 +27,7 @@ def tracking_uri(explicit: str | None = None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     store = default_store()
-    store.mkdir(parents=True, exist_ok=True)
+    make_dir(store, "MLflow store")
     return f"sqlite:///{store / 'mlflow.db'}"
 
 

@@ -24,7 +24,7 @@ from vaezoo.config import Recorded, load_recorded, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bounds_on_test_set
-from vaezoo.io import atomic_write_text
+from vaezoo.io import atomic_write_text, make_dir
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
 from vaezoo.progress import bar as progress_bar
@@ -153,7 +153,7 @@ def train(
     if resume:
         _truncate_metrics(rd.metrics, start)
 
-    rd.path.mkdir(parents=True, exist_ok=True)
+    make_dir(rd.path, "run directory")
     cfg_dict, cfg_hash = cfg.to_dict(), cfg.hash  # cfg does not change during the run
     tags = provenance(device, cfg.seed)
     tracker = tracking.start(track, rd.path.name, tracking_uri, run_id=prior.get("mlflow_run_id"))

@@ -17,6 +17,7 @@ import click
 import torch
 
 from vaezoo.errors import VaezooError
+from vaezoo.io import atomic_write_text, make_dir
 
 VARIANTS = {  # label -> (model name, objective overrides)
     "ae": ("ae", {}),
@@ -62,7 +63,6 @@ def measure(model, x_train: torch.Tensor, x_test: torch.Tensor, seed: int = 0, n
 def run_claims(dataset: str, steps: int, seed: int, out_dir: Path, track: bool) -> dict:
     from vaezoo import tracking
     from vaezoo.data import DATASET_SHAPES, eval_binarized, load_dataset
-    from vaezoo.io import atomic_write_text
     from vaezoo.runconfig import resolve_config
     from vaezoo.train import load_run_model, train
 
@@ -122,7 +122,7 @@ def claims_command(dataset, steps, seed, out_dir, no_track) -> None:
     out = Path(out_dir or f"runs/claims-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()):
         raise VaezooError(f"output folder '{out}' already exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     summary = run_claims(dataset, steps, seed, out, track=not no_track)
     click.echo(markdown(summary))
     click.echo(f"written: {out / 'claims.json'}, {out / 'claims.md'}")

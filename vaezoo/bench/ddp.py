@@ -40,6 +40,7 @@ from vaezoo.bench.throughput import (
 )
 from vaezoo.clitools import run_click
 from vaezoo.errors import VaezooError
+from vaezoo.io import atomic_write_text, make_dir
 
 
 class ObjectiveLoss(nn.Module):
@@ -222,6 +223,8 @@ DDP_COLUMNS = [
 def ddp_command(out, out_dir, **options) -> None:
     """DDP training throughput and scaling efficiency versus one process (launch with torchrun)."""
     cfg = DDPConfig(**options)
+    for folder in ([Path(out).parent] if out else []) + ([out_dir] if out_dir else []):
+        make_dir(folder)  # a folder that cannot be made: an error now, not after the measurement
     rank, world, device = init_distributed(cfg.device)
     try:
         summary = run_ddp(cfg, rank, world, device)
@@ -237,8 +240,6 @@ def ddp_command(out, out_dir, **options) -> None:
 
 
 def _report(summary: dict, out: str | None, out_dir: str | None) -> None:
-    from vaezoo.io import atomic_write_text
-
     click.echo(
         f"DDP x{summary['world_size']} ({summary['backend']}, {summary['threads_per_process']} threads/process, "
         f"batch {summary['batch_size']}/process): {summary['ddp_samples_per_s']:,.0f} samples/s; one process "

@@ -20,6 +20,7 @@ import click
 import torch
 
 from vaezoo.errors import VaezooError
+from vaezoo.io import make_dir
 
 # A few minutes on 2 CPU cores for the 1.1M-parameter reference VAE: the figures the issue asks for,
 # with fewer draws (wider intervals) and two estimators.
@@ -175,7 +176,7 @@ def run_gradvar(
     if out.exists() and any(out.iterdir()):
         raise VaezooError(f"output folder '{out}' is not empty; choose another with --out")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
     try:
         source = source_fn(out)
         select_data(cfg, source.data, source.binarize)  # refuse what the data cannot serve before a tracking run is opened

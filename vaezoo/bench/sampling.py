@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from vaezoo.errors import VaezooError
+from vaezoo.io import atomic_write_text, make_dir
 
 BACKENDS = ("ort-fp32", "ort-int8", "torch")
 FIELDS = ["decoder", "backend", "batch", "threads", "calls", "images_per_s", "p50_ms", "p99_ms", "mean_ms",
@@ -151,7 +152,6 @@ def sampling_bench(decoders: list[str], batches: list[int], backends: list[str],
                    warmup: float, out_dir: str | Path, track: bool = True, tracking_uri: str | None = None) -> tuple[list[dict], Path]:
     """Run the benchmark; returns (rows, CSV path)."""
     from vaezoo import tracking
-    from vaezoo.io import atomic_write_text
 
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +203,7 @@ def sampling_command(decoders, batches, backends, threads, min_time, warmup, out
     if threads < 1 or min_time <= 0 or warmup < 0:
         raise VaezooError("--threads must be >= 1, --min-time > 0 and --warmup >= 0")
     batch_sizes = _int_list(batches)
+    make_dir(out_dir)
     rows, path = sampling_bench(list(decoders), batch_sizes, chosen, threads, min_time, warmup, out_dir,
                                 track=not no_track, tracking_uri=tracking_uri)
     click.echo(f"{'decoder':20s} {'backend':9s} {'batch':>6s} {'images/s':>12s} {'p50 ms':>9s} {'p99 ms':>9s}")

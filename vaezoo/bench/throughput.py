@@ -44,6 +44,7 @@ from vaezoo.bench import timing
 from vaezoo.bench.flops import StepFlops, training_step_flops
 from vaezoo.bench.plain_loop import plain_loss
 from vaezoo.errors import VaezooError
+from vaezoo.io import make_dir
 
 INPUT_SHAPE = (1, 28, 28)  # MNIST-shaped synthetic binary images: pixel values do not change the speed
 
@@ -668,15 +669,20 @@ HEADER = (
 )
 
 
-def _split(values: tuple[str, ...]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+def _split(values: tuple[str, ...], what: str, default: tuple[str, ...]) -> list[str]:
+    """A repeated and/or comma-separated option's items; ``default`` when the option was not given."""
+    items = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    if values and not items:
+        raise VaezooError(f"{what} was given no values")
+    return items or list(default)
 
 
-def _ints(values: tuple[str, ...], what: str) -> tuple[int, ...]:
+def _ints(values: tuple[str, ...], what: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    items = _split(values, what, tuple(map(str, default)))
     try:
-        return tuple(int(v) for v in _split(values))
-    except ValueError as exc:
-        raise VaezooError(f"{what} must be integers, got {', '.join(values)}") from exc
+        return tuple(int(v) for v in items)
+    except ValueError:
+        raise VaezooError(f"{what} must be integers, got {', '.join(values)}") from None
 
 
 @click.command("throughput")
@@ -730,26 +736,26 @@ def throughput_command(
         if threads < 1:
             raise VaezooError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    names = _split(models) or ["vae"]
+    names = _split(models, "--model", ("vae",))
     if "all" in names:
         names = [s.name for s in list_models()]
-    devs = _split(devices) or ["cpu"]
+    devs = _split(devices, "--device", ("cpu",))
     if "auto" in devs:
         devs = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
     cfg = ThroughputConfig(
         models=tuple(names),
-        backbones=tuple(_split(backbones) or ["mlp", "conv"]),
-        batch_sizes=_ints(batch_sizes, "--batch-size") or (128, 512),
+        backbones=tuple(_split(backbones, "--backbone", ("mlp", "conv"))),
+        batch_sizes=_ints(batch_sizes, "--batch-size", (128, 512)),
         devices=tuple(devs),
-        modes=tuple(_split(modes) or ["eager", "compile"]),
-        precisions=tuple(_split(precisions) or ["fp32"]),
+        modes=tuple(_split(modes, "--mode", ("eager", "compile"))),
+        precisions=tuple(_split(precisions, "--precision", ("fp32",))),
         windows=windows,
         window_s=window_s,
         warmup_s=warmup_s,
         plain=not no_plain,
         seed=seed,
     )
-    out = Path(out_dir)
+    out = make_dir(out_dir)
     envs = {d: environment(torch.device(_device(d))) for d in cfg.devices}
     for env in envs.values():
         click.echo(
