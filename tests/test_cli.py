@@ -125,6 +125,22 @@ def test_corrupt_checkpoint_is_reported(trained_run, tmp_path, capsys):
     assert snapshot(run) == before
     assert main(["eval", str(tmp_path / "absent"), "--no-track"]) == 2
     assert "not a vaezoo run directory" in capsys.readouterr().err
+    for text, message in (("{", "is not valid JSON"), ('{"config": 1}', "lacks its 'config' object")):
+        (run / "config.json").write_text(text)
+        assert main(["eval", str(run), "--no-track"]) == 2
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,message", [("{bad", "is not valid JSON"), ("[1, 2]", "must hold a JSON object, got a list")])
+def test_a_config_file_that_is_not_a_json_object_is_one_clear_error(tmp_path, capsys, text, message):
+    config = tmp_path / "c.json"
+    config.write_text(text)
+    for argv in (["train", "--config", str(config), "--no-track", "--run-dir", str(tmp_path / "run")],
+                 ["bench", "gradvar", "--config", str(config), "--quick", "--no-track", "--out", str(tmp_path / "g")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: config file '{config}'") and message in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "run").exists()
 
 
 def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
@@ -141,13 +157,15 @@ def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
     assert main(["eval", str(trained_run), "-k", "0", "--no-track"]) == 2
 
 
-def test_sample_writes_prior_and_reconstruction_grids(trained_run, tmp_path):
+def test_sample_writes_prior_and_reconstruction_grids(trained_run, tmp_path, capsys):
     from PIL import Image
 
     out = tmp_path / "grid.png"
     assert main(["sample", str(trained_run), "-n", "16", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 8 and (tmp_path / "grid-recon.png").exists()
     assert main(["sample", str(trained_run), "-n", "0", "--out", str(out)]) == 2
+    assert main(["sample", str(trained_run), "-n", "100000000", "--out", str(out)]) == 2  # not an out-of-memory traceback
+    assert "between 1 and 4096" in capsys.readouterr().err
 
 
 def test_help_on_every_command(capsys):

@@ -143,13 +143,13 @@ def tracking_options(f):
 @tracking_options
 def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
-    from vaezoo.config import to_dict
+    from vaezoo.config import read_json_object, to_dict
     from vaezoo.data import DATASET_SHAPES, DataConfig
     from vaezoo.runconfig import epochs_to_steps, resolve_config
     from vaezoo.train import RunDir
     from vaezoo.train import train as run_training
 
-    user: dict = json.loads(Path(config_file).read_text()) if config_file else {}
+    user: dict = read_json_object(config_file, "config file") if config_file else {}
     for name, path in TRAIN_OPTIONS.items():
         value = options.get(name)
         if value is not None:

@@ -113,6 +113,21 @@ def load_recorded(cls: type[T], config: dict, recorded_hash: str, what: str) -> 
     return Recorded(cfg, recorded_hash, tuple(_missing_keys(cfg, config)))
 
 
+def read_json_object(path, what: str) -> dict:
+    """A JSON file that must hold an object (a config, a run record); anything else is one clear error."""
+    try:
+        text = open(path).read()
+    except OSError as exc:
+        raise VaezooError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise VaezooError(f"{what} '{path}' is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise VaezooError(f"{what} '{path}' must hold a JSON object, got a {type(data).__name__}")
+    return data
+
+
 def save_json(path, data: Any) -> None:
     """Write JSON atomically: a temp file beside the target, then os.replace."""
     from vaezoo.io import atomic_write_text

@@ -9,13 +9,15 @@ import torch
 from vaezoo.errors import VaezooError
 from vaezoo.images import save_grid
 
+MAX_GRID = 4096  # a 64 x 64 grid: more is not a picture anyone reads, and all of it is one batch
+
 
 @torch.no_grad()
 def write_sample_grids(model, x_test: torch.Tensor, n: int, out: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """``out``: n prior samples (mean of p(x|z), z ~ N(0, I)); ``<stem>-recon.png``: rows of test
     images alternating with their reconstructions (decoder mean at z = mu(x))."""
-    if n <= 0:
-        raise VaezooError(f"-n must be > 0, got {n}")
+    if not 1 <= n <= MAX_GRID:
+        raise VaezooError(f"-n must be between 1 and {MAX_GRID} (images in one PNG grid), got {n}")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise VaezooError(f"--out must name a .png file, got '{out}'")

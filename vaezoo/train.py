@@ -20,7 +20,7 @@ import torch
 
 from vaezoo import tracking
 from vaezoo.checkpoint import load_checkpoint, save_checkpoint
-from vaezoo.config import Recorded, load_recorded, save_json
+from vaezoo.config import Recorded, load_recorded, read_json_object, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bounds_on_test_set
@@ -83,7 +83,9 @@ class RunDir:
         """config.json checked against its recorded hash; checkpoints carry that hash (see Recorded)."""
         if not self.config.is_file():
             raise VaezooError(f"'{self.path}' is not a vaezoo run directory (no config.json)")
-        data = json.loads(self.config.read_text())
+        data = read_json_object(self.config, "run config")
+        if not isinstance(data.get("config"), dict) or not isinstance(data.get("config_hash"), str):
+            raise VaezooError(f"run config '{self.config}' lacks its 'config' object or 'config_hash'")
         return load_recorded(TrainConfig, data["config"], data["config_hash"], f"config.json in '{self.path}'")
 
     def read_run(self) -> dict:

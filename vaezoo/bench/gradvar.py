@@ -49,10 +49,11 @@ class Source:
 def _user_config(config_file: str | None, sets: tuple[str, ...], dataset: str | None) -> dict:
     from vaezoo.bench.main import REFERENCE
     from vaezoo.cli import _merge, _parse_value, _set_path
+    from vaezoo.config import read_json_object
 
     user = json.loads(json.dumps(REFERENCE))
     if config_file:
-        user = _merge(user, json.loads(Path(config_file).read_text()))
+        user = _merge(user, read_json_object(config_file, "config file"))
     if dataset:
         _set_path(user, "data.name", dataset)
     for item in sets:
