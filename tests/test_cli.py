@@ -46,6 +46,9 @@ BAD = [
     (["--batch-size", "100000"], "exceeds"),
     (["--betas", "1.5", "0.9"], "betas must be two numbers in [0, 1)"),
     (["--eps", "0"], "lr and eps must be > 0"),
+    (["--lr", "nan"], "lr and eps must be > 0 and finite"),
+    (["--lr", "inf"], "lr and eps must be > 0 and finite"),
+    (["--beta", "nan"], "beta must be >= 0 and finite"),
 ]
 
 

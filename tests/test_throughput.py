@@ -273,6 +273,8 @@ def test_cli_reports_bad_input_with_exit_code_2(capsys, tmp_path):
     assert main(["bench", "throughput", "--batch-size", "x", "--out-dir", str(tmp_path), "--no-track"]) == 2
     assert main(["bench", "throughput", "--batch-size", ",", "--out-dir", str(tmp_path), "--no-track"]) == 2
     assert "error: --batch-size was given no values" in capsys.readouterr().err
+    assert main(["bench", "throughput", "--window-s", "nan", "--out-dir", str(tmp_path), "--no-track"]) == 2
+    assert "finite window_s > 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "nothing is written on bad input"
 
 

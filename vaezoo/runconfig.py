@@ -6,6 +6,7 @@ and K) < the user's values. The resolved config is explicit (no 'auto' left) and
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from vaezoo.config import config_hash, from_dict, to_dict
@@ -28,8 +29,8 @@ class OptimConfig:
     fused: bool = True
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.eps <= 0:
-            raise VaezooError(f"lr and eps must be > 0, got lr={self.lr} eps={self.eps}")
+        if not (0 < self.lr < math.inf and 0 < self.eps < math.inf):  # written so that nan fails too
+            raise VaezooError(f"lr and eps must be > 0 and finite, got lr={self.lr} eps={self.eps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise VaezooError(f"betas must be two numbers in [0, 1), got {self.betas}")
 

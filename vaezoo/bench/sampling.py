@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import subprocess
 import sys
@@ -200,8 +201,8 @@ def sampling_command(decoders, batches, backends, threads, min_time, warmup, out
     bad = [b for b in chosen if b not in BACKENDS]
     if bad or not chosen:
         raise VaezooError(f"unknown backend(s) {bad or chosen}; choose from {', '.join(BACKENDS)}")
-    if threads < 1 or min_time <= 0 or warmup < 0:
-        raise VaezooError("--threads must be >= 1, --min-time > 0 and --warmup >= 0")
+    if not (threads >= 1 and 0 < min_time < math.inf and 0 <= warmup < math.inf):  # nan fails too
+        raise VaezooError("--threads must be >= 1, --min-time finite and > 0, --warmup finite and >= 0")
     batch_sizes = _int_list(batches)
     make_dir(out_dir)
     rows, path = sampling_bench(list(decoders), batch_sizes, chosen, threads, min_time, warmup, out_dir,

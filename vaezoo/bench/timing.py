@@ -8,6 +8,7 @@ ratio is taken per pair of neighbouring windows, then the median.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -117,8 +118,10 @@ def run_windows(
 
 def check_windows(windows: int, window_s: float, warmup_s: float) -> None:
     """Refuse timing settings that cannot give a measurement."""
-    if windows < 1 or window_s <= 0 or warmup_s < 0:
-        raise VaezooError(f"need windows >= 1, window_s > 0, warmup_s >= 0 (got {windows}, {window_s}, {warmup_s})")
+    if not (windows >= 1 and 0 < window_s < math.inf and 0 <= warmup_s < math.inf):  # nan fails too
+        raise VaezooError(
+            f"need windows >= 1, finite window_s > 0 and warmup_s >= 0 (got {windows}, {window_s}, {warmup_s})"
+        )
 
 
 def measure(

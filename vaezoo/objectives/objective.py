@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -38,8 +39,8 @@ class ObjectiveConfig:
             raise VaezooError(f"unknown estimator '{self.estimator}'; choose from {', '.join(ESTIMATORS)}")
         if self.k < 1:
             raise VaezooError(f"k (samples per datapoint) must be >= 1, got {self.k}")
-        if self.beta < 0:
-            raise VaezooError(f"beta must be >= 0, got {self.beta}")
+        if not 0 <= self.beta < math.inf:  # nan fails too
+            raise VaezooError(f"beta must be >= 0 and finite, got {self.beta}")
         if not 0 <= self.baseline_decay < 1:
             raise VaezooError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.kl not in ("auto", "analytic", "mc"):
