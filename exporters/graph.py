@@ -78,6 +78,9 @@ def to_onnx(model: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
             f"the decoder of model '{model.cfg.name}' ({model.cfg.backbone}) cannot be exported to ONNX: {_root_cause(exc)}"
         ) from None
     proto = program.model_proto
+    made = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    if made != opset:  # past what its version converter knows, the exporter quietly keeps its own opset
+        raise VaezooError(f"opset {opset} is not available: the exporter made opset {made}; choose one it supports")
     strip_trace_metadata(proto.graph)
     for function in proto.functions:
         _strip_nodes(function.node)

@@ -128,6 +128,15 @@ def test_export_is_deterministic(tmp_path):
     assert a["sha256"] == b["sha256"]
 
 
+def test_an_opset_the_exporter_cannot_make_is_refused_not_mislabelled(tmp_path):
+    with pytest.raises(VaezooError, match="opset 99 is not available: the exporter made opset 18"):
+        export_model(_small(), tmp_path / "o.onnx", ExportOptions(opset=99))
+    assert not (tmp_path / "o.onnx").exists()
+    export_model(_small(), tmp_path / "o20.onnx", ExportOptions(opset=20))
+    proto = onnx.load(str(tmp_path / "o20.onnx"))
+    assert [o.version for o in proto.opset_import if o.domain == ""] == [20] and get_metadata(proto)["opset"] == 20
+
+
 def test_an_export_carries_no_trace_of_where_it_was_built(tmp_path):
     """The exporter annotates nodes with Python stack traces (this checkout's absolute paths): stripped, so a
     shipped file rebuilds byte for byte from any checkout."""
