@@ -31,6 +31,15 @@ def _set_path(d: dict, dotted: str, value) -> None:
     d[keys[-1]] = value
 
 
+def apply_sets(user: dict, sets: tuple[str, ...]) -> None:
+    """``--set KEY=VALUE`` options into ``user`` (values parsed as JSON where they are JSON)."""
+    for item in sets:
+        if "=" not in item:
+            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        _set_path(user, key, _parse_value(value))
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -144,8 +153,7 @@ def tracking_options(f):
 def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
     from vaezoo.config import read_json_object, to_dict
-    from vaezoo.data import DATASET_SHAPES, DataConfig
-    from vaezoo.runconfig import epochs_to_steps, resolve_config
+    from vaezoo.runconfig import epochs_to_steps, resolve_for_dataset
     from vaezoo.train import RunDir
     from vaezoo.train import train as run_training
 
@@ -154,11 +162,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
         value = options.get(name)
         if value is not None:
             _set_path(user, path, list(value) if isinstance(value, tuple) else value)  # as JSON has it
-    for item in sets:
-        if "=" not in item:
-            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        _set_path(user, key, _parse_value(value))
+    apply_sets(user, sets)
     if resume_dir:
         saved = to_dict(RunDir(Path(resume_dir)).read_config())
         user = _merge(saved, user)
@@ -167,10 +171,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
         changed = _diff(saved, user)
         if changed:
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
-    data_name = user.get("data", {}).get("name", DataConfig.name)
-    if data_name not in DATASET_SHAPES:
-        raise VaezooError(f"unknown dataset '{data_name}'; choose from {', '.join(DATASET_SHAPES)}")
-    cfg = resolve_config(user, DATASET_SHAPES[data_name])
+    cfg = resolve_for_dataset(user)
     if epochs is not None:
         from vaezoo.data import load_dataset
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from vaezoo.errors import VaezooError
@@ -116,7 +117,7 @@ def load_recorded(cls: type[T], config: dict, recorded_hash: str, what: str) -> 
 def read_json_object(path, what: str) -> dict:
     """A JSON file that must hold an object (a config, a run record); anything else is one clear error."""
     try:
-        text = open(path).read()
+        text = Path(path).read_text()
     except OSError as exc:
         raise VaezooError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
     try:

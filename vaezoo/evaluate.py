@@ -118,13 +118,11 @@ def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch
     x = x.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     out: dict = {"n": len(x), **bounds_on_test_set(model, x, k, g)}
-    if not model.stochastic:
-        out.update(posterior_stats(model, x))
-        return out
     stats = posterior_stats(model, x)
-    out["recon"] = out["elbo"] + stats["kl"]  # E_q[log p(x|z)] = ELBO + KL (analytic KL)
+    if model.stochastic:
+        out["recon"] = out["elbo"] + stats["kl"]  # E_q[log p(x|z)] = ELBO + KL (analytic KL)
     out.update(stats)
-    if is_samples > 0:
+    if model.stochastic and is_samples > 0:
         ll = importance_sampled_loglik(model, x, is_samples, batch_size, g)
         out.update({k2: v for k2, v in ll.items() if k2 != "per_datapoint"})
     return out

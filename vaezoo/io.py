@@ -26,19 +26,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     refuses (no such folder, no permission, a full disk) is a VaezooError naming ``path``, not the temp file."""
     path = Path(path)
     make_dir(path.parent, "folder")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise VaezooError(f"cannot write '{path}': {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException as exc:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError):
             raise VaezooError(f"cannot write '{path}': {exc.strerror or exc}") from None

@@ -13,6 +13,7 @@ import torch
 
 import vaezoo
 
+DEVICES = ("auto", "cpu", "cuda")  # the names a config may hold; resolve_device also takes cuda:N
 GIT_SHA_ENV = "VAEZOO_GIT_SHA"  # for a copy of the tree without its history (the lent GPU machine)
 GIT_DIRTY_ENV = "VAEZOO_GIT_DIRTY"
 
@@ -92,7 +93,7 @@ def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; any other name is a clear error here, before torch parses it."""
     from vaezoo.errors import VaezooError
 
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+    if not (name in DEVICES or re.fullmatch(r"cuda:\d+", name)):
         raise VaezooError(f"unknown device '{name}'; choose from cpu, cuda (or cuda:N), auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

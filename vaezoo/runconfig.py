@@ -14,8 +14,7 @@ from vaezoo.data import DataConfig
 from vaezoo.errors import VaezooError
 from vaezoo.models import ModelConfig, model_spec
 from vaezoo.objectives import ObjectiveConfig
-
-DEVICES = ("auto", "cpu", "cuda")
+from vaezoo.provenance import DEVICES
 
 
 @dataclass
@@ -64,6 +63,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return to_dict(self)
+
+
+def resolve_for_dataset(user: dict) -> TrainConfig:
+    """``resolve_config`` with the input shape of the dataset ``user`` names (DataConfig's by default)."""
+    from vaezoo.data import DATASET_SHAPES
+
+    name = user.get("data", {}).get("name", DataConfig.name)
+    if name not in DATASET_SHAPES:
+        raise VaezooError(f"unknown dataset '{name}'; choose from {', '.join(DATASET_SHAPES)}")
+    return resolve_config(user, DATASET_SHAPES[name])
 
 
 def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> TrainConfig:

@@ -89,7 +89,10 @@ class RunDir:
         return load_recorded(TrainConfig, data["config"], data["config_hash"], f"config.json in '{self.path}'")
 
     def read_run(self) -> dict:
-        return json.loads(self.run.read_text()) if self.run.is_file() else {}
+        return read_json_object(self.run, "run record") if self.run.is_file() else {}
+
+    def read_final(self) -> dict:
+        return read_json_object(self.final, "final metrics") if self.final.is_file() else {}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -9,8 +9,8 @@ that ``make bench`` runs on the reference VAE it has just trained. The study its
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -48,19 +48,15 @@ class Source:
 
 def _user_config(config_file: str | None, sets: tuple[str, ...], dataset: str | None) -> dict:
     from vaezoo.bench.main import REFERENCE
-    from vaezoo.cli import _merge, _parse_value, _set_path
+    from vaezoo.cli import _merge, _set_path, apply_sets
     from vaezoo.config import read_json_object
 
-    user = json.loads(json.dumps(REFERENCE))
+    user = copy.deepcopy(REFERENCE)
     if config_file:
         user = _merge(user, read_json_object(config_file, "config file"))
     if dataset:
         _set_path(user, "data.name", dataset)
-    for item in sets:
-        if "=" not in item:
-            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        _set_path(user, key, _parse_value(value))
+    apply_sets(user, sets)
     return user
 
 
@@ -69,9 +65,9 @@ def load_source(
 ) -> Source:
     """A run's checkpoint; or a fresh model from a config (the reference VAE by default), optionally
     trained ``train_steps`` steps by vaezoo.train into ``out/trained`` (the same loop as ``vaezoo train``)."""
-    from vaezoo.data import DATASET_SHAPES, load_dataset
+    from vaezoo.data import load_dataset
     from vaezoo.provenance import resolve_device
-    from vaezoo.runconfig import resolve_config
+    from vaezoo.runconfig import resolve_for_dataset
     from vaezoo.train import RunDir, build, load_run, load_run_model, train
 
     dev = resolve_device(device)
@@ -80,7 +76,7 @@ def load_source(
         model, record = load_run(run_dir, device)
         cfg = record.cfg
         rd = RunDir(Path(run_dir))
-        step = json.loads(rd.final.read_text()).get("step") if rd.final.is_file() else None
+        step = rd.read_final().get("step")
         meta = {
             "kind": "run",
             "run_dir": str(Path(run_dir).resolve()),
@@ -90,10 +86,7 @@ def load_source(
         }
     else:
         user = user or {}
-        data_name = user.get("data", {}).get("name", "mnist5k")
-        if data_name not in DATASET_SHAPES:
-            raise VaezooError(f"unknown dataset '{data_name}'; choose from {', '.join(DATASET_SHAPES)}")
-        cfg = resolve_config(user, DATASET_SHAPES[data_name])
+        cfg = resolve_for_dataset(user)
         cfg = dataclasses.replace(cfg, device=device)
         if train_steps:
             cfg = dataclasses.replace(

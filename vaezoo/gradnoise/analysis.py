@@ -158,9 +158,7 @@ def pooled(study: Study) -> list[dict]:
     """B_simple from per-example gradients; McCandlish et al. 2018 read it as the critical batch size."""
     out = []
     for p in study.pools:
-        row = {"bound": p.bound, "estimator": p.estimator, "K": p.K, "N": p.info["N"], "networks": {}}
-        for net in (*NETWORKS, MODEL):
-            row["networks"][net] = {k: p.figure(net, k) for k in p.point[net]}
+        row = {"bound": p.bound, "estimator": p.estimator, "K": p.K, "N": p.info["N"], "networks": p.figures()}
         row["critical_batch"] = row["networks"][MODEL]["b_simple"]
         out.append(row)
     return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaezoo.data import binarize_batch
+from vaezoo.data import binarize_batch, eval_binarized
 from vaezoo.errors import VaezooError
 from vaezoo.gradnoise import stats
 from vaezoo.gradnoise.pergrad import NETWORKS, DrawGradients
@@ -171,6 +171,10 @@ class Measured:
 
     def figure(self, net: str, name: str) -> dict[str, float]:
         return stats.figure(self.point[net][name], self.reps[net][name])
+
+    def figures(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Every statistic's {value, lo, hi} figure, per network."""
+        return {net: {name: self.figure(net, name) for name in names} for net, names in self.point.items()}
 
 
 @dataclass
@@ -410,8 +414,7 @@ def select_data(cfg: GradVarConfig, data: torch.Tensor, binarize: str) -> tuple[
             raise VaezooError(f"data_limit {cfg.data_limit} exceeds the {len(data)} training examples")
         data = data[: cfg.data_limit]
         if binarize == "dynamic":
-            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed-examples"))
-            data, binarize = binarize_batch(data, binarize, g), "none"
+            data, binarize = eval_binarized(data, binarize, derive_seed(cfg.seed, "fixed-examples")), "none"
     if not cfg.replacement:
         biggest = max(B for B, _ in cfg.grid())
         if biggest > len(data):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vaezoo.config import to_dict
 from vaezoo.gradnoise.analysis import Analysis, k_sweep_batch, split_at, sweep
-from vaezoo.gradnoise.measure import MODEL, Measured, Study
+from vaezoo.gradnoise.measure import MODEL, Study
 from vaezoo.gradnoise.pergrad import NETWORKS
 from vaezoo.io import atomic_write_bytes, atomic_write_text
 
@@ -45,10 +45,6 @@ def clean(value):
     return value
 
 
-def _figures(res: Measured) -> dict:
-    return {net: {name: res.figure(net, name) for name in res.point[net]} for net in res.point}
-
-
 def document(study: Study, analysis: Analysis, meta: dict) -> dict:
     """The whole study as one JSON-able dict."""
     cfg = study.cfg
@@ -70,12 +66,12 @@ def document(study: Study, analysis: Analysis, meta: dict) -> dict:
                     "B": c.cell.B,
                     "K": c.cell.K,
                     "info": c.info,
-                    "networks": _figures(c),
+                    "networks": c.figures(),
                 }
                 for c in study.cells
             ],
             "pools": [
-                {"bound": p.bound, "estimator": p.estimator, "K": p.K, "info": p.info, "networks": _figures(p)}
+                {"bound": p.bound, "estimator": p.estimator, "K": p.K, "info": p.info, "networks": p.figures()}
                 for p in study.pools
             ],
             "analysis": analysis.to_dict(),
@@ -89,7 +85,7 @@ CSV_COLUMNS = ("kind", "bound", "estimator", "B", "K", "network", "statistic", "
 def tidy_rows(study: Study) -> list[dict]:
     rows = []
     for c in study.cells:
-        for net, figs in _figures(c).items():
+        for net, figs in c.figures().items():
             for name, f in figs.items():
                 rows.append(
                     {
@@ -107,7 +103,7 @@ def tidy_rows(study: Study) -> list[dict]:
                     }
                 )
     for p in study.pools:
-        for net, figs in _figures(p).items():
+        for net, figs in p.figures().items():
             for name, f in figs.items():
                 rows.append(
                     {
@@ -213,7 +209,7 @@ def headline_lines(h: dict) -> list[str]:
     return lines
 
 
-def markdown(study: Study, analysis: Analysis, meta: dict, h: dict | None = None) -> str:
+def markdown(study: Study, analysis: Analysis, meta: dict, h: dict) -> str:
     """summary.md; ``h``: the headline() of this study and analysis when the caller already has it."""
     cfg = study.cfg
     floor = 1 / math.sqrt(cfg.draws)
@@ -232,7 +228,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict | None = None
         else "- intervals: off",
         "",
     ]
-    lines += ["## Headline", "", *headline_lines(h if h is not None else headline(study, analysis))]
+    lines += ["## Headline", "", *headline_lines(h)]
     lines += [
         "",
         "## Fitted slopes (log-log, 95% interval)",
@@ -256,7 +252,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict | None = None
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for c in study.cells:
-            figs = _figures(c)  # every network's figures at once: build them once per cell
+            figs = c.figures()  # every network's figures at once: build them once per cell
             for net in (*NETWORKS, MODEL):
                 p = figs[net]
                 lines.append(
@@ -407,7 +403,6 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
 def write_all(study: Study, analysis: Analysis, meta: dict, out: Path) -> tuple[dict[str, Path], dict]:
     """Write every output into ``out``; returns the paths by role and the headline() (raw, not cleaned:
     headline_lines prints an infinite figure as inf, a cleaned one as n/a)."""
-    out.mkdir(parents=True, exist_ok=True)
     h = headline(study, analysis)
     doc = document(study, analysis, meta)
     doc["headline"] = clean(h)

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 from vaezoo.errors import VaezooError
 
-# The names of vaezoo.models.backbones.BACKBONES, listed here so a config is checked without importing the
-# networks (backbones.py imports this module); tests/test_models.py checks the two agree.
+# The names of vaezoo.models.backbones.BACKBONES, listed here because backbones.py imports this module (a
+# circular import otherwise); tests/test_models.py checks the two agree.
 BACKBONE_NAMES: tuple[str, ...] = ("mlp", "conv", "linear")
 
 # Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, tanh, output bias = logit(pixel mean).

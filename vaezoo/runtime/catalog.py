@@ -6,10 +6,10 @@ one dot. Names are checked before they touch a path, so no name can reach outsid
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
+from vaezoo.config import read_json_object
 from vaezoo.errors import VaezooError
 
 MANIFEST_FORMAT = "vaezoo-pretrained-1"
@@ -31,7 +31,7 @@ def load_manifest(path: Path | None = None) -> dict:
     path = path or manifest_path()
     if not path.is_file():
         return {"format": MANIFEST_FORMAT, "models": []}
-    data = json.loads(path.read_text())
+    data = read_json_object(path, "pretrained manifest")
     if data.get("format") != MANIFEST_FORMAT:
         raise VaezooError(f"'{path}' is not a vaezoo pretrained manifest (format {MANIFEST_FORMAT} expected)")
     return data
