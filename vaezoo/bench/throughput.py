@@ -44,7 +44,8 @@ from vaezoo.bench import timing
 from vaezoo.bench.flops import StepFlops, training_step_flops
 from vaezoo.bench.plain_loop import plain_loss
 from vaezoo.errors import VaezooError
-from vaezoo.io import make_dir
+from vaezoo.io import atomic_write, atomic_write_text, make_dir
+from vaezoo.provenance import resolve_device
 
 INPUT_SHAPE = (1, 28, 28)  # MNIST-shaped synthetic binary images: pixel values do not change the speed
 
@@ -276,7 +277,7 @@ class ThroughputConfig:
                 "every list (models, backbones, batch sizes, devices, modes, precisions) needs at least one entry"
             )
         for dev in self.devices:
-            device = torch.device(_device(dev))
+            device = resolve_device(dev)
             for p in self.precisions:
                 get_precision(p).check(device)
             if "cudagraph" in self.modes and device.type != "cuda":
@@ -286,12 +287,6 @@ class ThroughputConfig:
             raise VaezooError(
                 f"precision '{scaled[0]}' uses a GradScaler, which cannot run inside a CUDA graph (mode 'cudagraph')"
             )
-
-
-def _device(name: str) -> str:
-    from vaezoo.provenance import resolve_device
-
-    return str(resolve_device(name))
 
 
 @dataclass
@@ -482,15 +477,14 @@ def run_throughput(
     envs: dict[str, Environment] | None = None,
 ) -> list[Row]:
     """Measure the whole grid; ``on_row`` sees each row as soon as it is done. ``envs`` (by device name as in
-    ``cfg.devices``) are the environments already looked up; missing ones are looked up and added."""
+    ``cfg.devices``, one for each) are the environments already looked up; when None they are looked up here."""
     rows: list[Row] = []
     peaks: dict[tuple[str, str], float] = {}
-    envs = {} if envs is None else envs
+    if envs is None:
+        envs = {d: environment(resolve_device(d)) for d in cfg.devices}
     for dev, prec_name, variant, backbone, batch in _cases(cfg):
-        device = torch.device(_device(dev))
-        if dev not in envs:
-            envs[dev] = environment(device)
         env = envs[dev]
+        device = env.device
         prec = get_precision(prec_name)
         if (dev, prec_name) not in peaks:
             peaks[(dev, prec_name)] = timing.matmul_peak(
@@ -520,7 +514,6 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def merge_csv(path: Path, records: list[dict], key: tuple[str, ...], columns: list[str]) -> list[dict]:
     """Write ``records`` into the CSV at ``path``, replacing stored lines with the same ``key``; atomic."""
-    from vaezoo.io import atomic_write_text
 
     def k(rec: dict) -> tuple:
         return tuple(str(rec[f]) for f in key)
@@ -553,10 +546,10 @@ def read_rows(path: Path) -> list[Row]:
     return [_row_from(r) for r in read_csv(path)]
 
 
-def write_rows(path: Path, rows: list[Row]) -> list[Row]:
+def write_rows(path: Path, rows: list[Row]) -> None:
     """Merge ``rows`` into the CSV at ``path`` (a row replaces the stored one with the same key)."""
     key = ("device", "precision", "variant", "backbone", "mode", "batch")
-    return [_row_from(r) for r in merge_csv(path, [asdict(r) for r in rows], key, ROW_FIELDS)]
+    merge_csv(path, [asdict(r) for r in rows], key, ROW_FIELDS)
 
 
 def plot(path: Path, rows: list[Row], title: str) -> Path:
@@ -565,8 +558,6 @@ def plot(path: Path, rows: list[Row], title: str) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from vaezoo.io import atomic_write
 
     lines: dict[tuple, list[Row]] = {}
     for r in rows:
@@ -593,24 +584,20 @@ def plot(path: Path, rows: list[Row], title: str) -> Path:
     return path
 
 
-def save_results(out_dir: Path, rows: list[Row], envs: dict[str, Environment]) -> list[Path]:
-    """Merge ``rows`` into the CSV of their (environment, precision), keeping what is there; the CSVs written."""
-    written: list[Path] = []
+def save_results(out_dir: Path, rows: list[Row], envs: dict[str, Environment]) -> None:
+    """Merge ``rows`` into the CSV of their (environment, precision), keeping what is there."""
     for env in envs.values():
         mine = [r for r in rows if r.device == env.device.type]
         for prec in sorted({r.precision for r in mine}):
-            path = out_dir / env.csv_name(prec)
-            write_rows(path, [r for r in mine if r.precision == prec])
-            written.append(path)
-    return written
+            write_rows(out_dir / env.csv_name(prec), [r for r in mine if r.precision == prec])
 
 
-def plot_results(out_dir: Path, envs: dict[str, Environment], csvs: list[Path]) -> list[Path]:
-    """One PNG per environment, of all that its CSVs among ``csvs`` hold (earlier runs' rows included)."""
+def plot_results(out_dir: Path, envs: dict[str, Environment], precisions: tuple[str, ...]) -> list[Path]:
+    """One PNG per environment, of all that its CSVs of ``precisions`` hold (earlier runs' rows included)."""
     written: list[Path] = []
     for env in envs.values():
-        names = {env.csv_name(p) for p in PRECISIONS}
-        rows = [r for path in csvs if path.name in names for r in read_rows(path)]
+        # dict.fromkeys: a precision named twice is read once; read_rows gives [] for a CSV not written
+        rows = [r for p in dict.fromkeys(precisions) for r in read_rows(out_dir / env.csv_name(p))]
         if rows:
             title = f"vaezoo training throughput, {env.device_name}, torch {env.torch}"
             written.append(plot(out_dir / env.png_name, rows, title))
@@ -629,7 +616,7 @@ def track_results(
         return None
     tracker = tracking.start(True, f"throughput-{time.strftime('%Y%m%d-%H%M%S')}", uri)
     tracker.log_params(tracking.flatten(to_dict(cfg)))
-    tracker.set_tags({**provenance(torch.device(_device(cfg.devices[0])), cfg.seed), "benchmark": "throughput"})
+    tracker.set_tags({**provenance(resolve_device(cfg.devices[0]), cfg.seed), "benchmark": "throughput"})
     metrics = {}
     for r in rows:
         for name in (
@@ -756,20 +743,23 @@ def throughput_command(
         seed=seed,
     )
     out = make_dir(out_dir)
-    envs = {d: environment(torch.device(_device(d))) for d in cfg.devices}
+    envs = {d: environment(resolve_device(d)) for d in cfg.devices}
     for env in envs.values():
         click.echo(
             f"# {env.device_name}, torch {env.torch}, {env.threads} threads -> {out}/{env.csv_name('<precision>')}"
         )
     click.echo(HEADER)
-    csvs: dict[Path, None] = {}  # ordered set of the CSVs written
 
     def on_row(row: Row) -> None:
         click.echo(format_row(row))
-        csvs.update(dict.fromkeys(save_results(out, [row], envs)))  # a killed run keeps what it measured
+        save_results(out, [row], envs)  # a killed run keeps what it measured
 
     rows = run_throughput(cfg, on_row, envs)
-    files = list(csvs) + ([] if no_plot else plot_results(out, envs, list(csvs)))
+    # The CSVs this run wrote, in the order it wrote them (devices, then precisions); dict.fromkeys drops a file
+    # named twice (a repeated precision, two devices of one environment).
+    candidates = dict.fromkeys(out / e.csv_name(p) for e in envs.values() for p in cfg.precisions)
+    csvs = [path for path in candidates if path.is_file()]
+    files = csvs + ([] if no_plot else plot_results(out, envs, cfg.precisions))
     run_id = track_results(cfg, rows, files, not no_track, tracking_uri)
     click.echo("written: " + ", ".join(map(str, files)))
     if run_id:
