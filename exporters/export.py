@@ -20,6 +20,7 @@ from exporters.verify import MEAN_TOLERANCE, TOLERANCE, check_graph, parity
 from vaezoo.config import to_dict
 from vaezoo.errors import VaezooError
 from vaezoo.io import atomic_write_bytes
+from vaezoo.runtime.cache import sha256_bytes  # noqa: F401  (re-exported for exporters.pretrained)
 
 # metrics a run reports, as they are named in final.json / eval.json, and as they appear in the metadata
 RUN_METRICS = {"test_elbo": "test_elbo", "test_iwae_k64": "test_iwae_k64", "elbo": "test_elbo",
@@ -45,10 +46,6 @@ class ExportOptions:
             raise VaezooError(f"unknown precision '{self.precision}'; choose from {', '.join(TOLERANCE)}")
         if self.int8_weight_type not in INT8_WEIGHT_TYPES:
             raise VaezooError(f"unknown int8 weight type '{self.int8_weight_type}'; choose from {', '.join(INT8_WEIGHT_TYPES)}")
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def state_sha256(state: dict) -> str:

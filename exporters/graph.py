@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 import onnx
 import torch
+from google.protobuf.message import Message
 from onnx import numpy_helper
 from torch import nn
 
@@ -81,9 +82,7 @@ def to_onnx(model: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
     made = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
     if made != opset:  # past what its version converter knows, the exporter quietly keeps its own opset
         raise VaezooError(f"opset {opset} is not available: the exporter made opset {made}; choose one it supports")
-    strip_trace_metadata(proto.graph)
-    for function in proto.functions:
-        _strip_nodes(function.node)
+    strip_trace_metadata(proto)
     if onnx_parameter_count(proto) != decoder_parameter_count(model):
         raise VaezooError(
             f"the decoder of model '{model.cfg.name}' cannot be exported faithfully: the graph holds "
@@ -93,22 +92,27 @@ def to_onnx(model: nn.Module, opset: int = OPSET) -> onnx.ModelProto:
     return proto
 
 
-def strip_trace_metadata(graph: onnx.GraphProto) -> None:
-    """Drop the exporter's per-value and per-node notes (Python stack traces with the build machine's file
-    paths, FX node text, module scopes): a shipped file then depends only on the weights and the graph, and
-    rebuilds byte for byte from any checkout. The model's own ``vaezoo.*`` metadata is kept."""
-    del graph.metadata_props[:]
-    for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
-        del value.metadata_props[:]
-    _strip_nodes(graph.node)
+def strip_trace_metadata(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's notes everywhere below the model (Python stack traces with the build machine's
+    file paths, FX node text, module scopes): in the graph and in every local function, on values, nodes,
+    initializers and nested subgraphs. A shipped file then depends only on the weights and the graph, and
+    rebuilds byte for byte from any checkout. ``proto.metadata_props`` itself is left alone (the
+    ``vaezoo.*`` metadata is written there later, by ``set_metadata``)."""
+    for part in (proto.graph, *proto.functions):
+        _clear_metadata_props(part)
 
 
-def _strip_nodes(nodes) -> None:
-    for node in nodes:
-        del node.metadata_props[:]
-        for attr in node.attribute:  # control-flow subgraphs (none in a decoder today)
-            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
-                strip_trace_metadata(sub)
+def _clear_metadata_props(msg: Message) -> None:
+    # A generic walk over the fields that are set, rather than a list of the places the exporter writes
+    # notes today: a new place (a function's value_info, an attribute's subgraph, ...) is covered too.
+    for field, value in msg.ListFields():
+        if field.name == "metadata_props":
+            msg.ClearField(field.name)
+        elif field.type == field.TYPE_MESSAGE:
+            # singular vs repeated told by the value: FieldDescriptor.label is gone in protobuf 7,
+            # .is_repeated is missing from older releases
+            for sub in ([value] if isinstance(value, Message) else value):
+                _clear_metadata_props(sub)
 
 
 @contextlib.contextmanager

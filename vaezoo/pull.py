@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 from vaezoo.errors import VaezooError
-from vaezoo.runtime.cache import cache_dir, copy_checked, is_valid, sha256_file
+from vaezoo.io import atomic_write_bytes
+from vaezoo.runtime.cache import cache_dir, is_valid, sha256_bytes
 from vaezoo.runtime.pull import pull as pull_runtime
 
 REGISTRY_RE = re.compile(
@@ -39,14 +40,18 @@ def pull_registry(spec: str, cache: str | os.PathLike | None = None, tracking_ur
         files = sorted(local.rglob("*.onnx")) if local.is_dir() else [local]
         if len(files) != 1:
             raise VaezooError(f"{spec} holds {len(files)} .onnx files; expected exactly one")
-        sha256 = sha256_file(files[0])
+        # read once: the bytes hashed are the bytes written (re-reading to check against a hash of the
+        # same file could never fail)
+        data = files[0].read_bytes()
+        sha256 = sha256_bytes(data)
         expected = info["tags"].get(tracking.SHA256_TAG)
         if expected and expected != sha256:
             raise VaezooError(f"sha256 mismatch for {spec}: the registry says {expected}, the file has {sha256}")
         dest = cache_dir(cache) / "mlflow" / name / f"v{info['version']}" / "decoder.onnx"
         if is_valid(dest, sha256):
             return dest
-        return copy_checked(files[0], dest, sha256)
+        atomic_write_bytes(dest, data)
+        return dest
 
 
 def pull(spec: str, cache: str | os.PathLike | None = None, progress: bool = False,

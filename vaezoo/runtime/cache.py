@@ -39,6 +39,10 @@ def cache_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vaezoo"
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -117,7 +121,7 @@ def download(url: str, dest: Path, sha256: str, progress: bool = False, timeout:
 def copy_checked(src: Path, dest: Path, sha256: str) -> Path:
     """Copy ``src`` into the cache atomically, refusing it unless its sha256 matches."""
     data = src.read_bytes()
-    got = hashlib.sha256(data).hexdigest()
+    got = sha256_bytes(data)
     if got != sha256:
         raise VaezooError(f"'{src}' has sha256 {got}, expected {sha256}: the file is corrupt")
     atomic_write_bytes(dest, data)
