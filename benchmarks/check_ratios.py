@@ -4,14 +4,16 @@
 
 Paired benchmarks (benchmarks/conftest.py, ``side_by_side``) record in ``extra_info`` the speedup of
 vaezoo's path over its baseline, measured interleaved in that same run, and the floor ``min_speedup``
-the suite promises. The check fails only where a speedup is below its floor; absolute times, noisy on a
-shared machine, are never compared. Exit status: 0 all floors met; 1 a floor missed, or no pair found
-(a suite that measured nothing checks nothing); 2 unreadable input.
+the suite promises. The check fails only where a speedup is below its floor or is not a finite number;
+absolute times, noisy on a shared machine, are never compared. Exit status: 0 all floors met; 1 a floor
+missed, a NaN or infinite speedup, or no pair found (a suite that measured nothing checks nothing);
+2 unreadable input, or a floor that is not a finite number > 0.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -30,6 +32,11 @@ def pair_ratios(benchmarks: list[dict]) -> dict[str, dict]:
     return dict(sorted(out.items()))
 
 
+def floor_ok(floor: object) -> bool:
+    """No floor, or a finite number > 0 (a NaN floor passes everything, a floor <= 0 checks nothing)."""
+    return floor is None or (isinstance(floor, (int, float)) and math.isfinite(floor) and floor > 0)
+
+
 def check(path: str | Path) -> int:
     try:
         ratios = pair_ratios(json.loads(Path(path).read_text())["benchmarks"])
@@ -39,11 +46,17 @@ def check(path: str | Path) -> int:
     if not ratios:
         print(f"error: no paired benchmark in '{path}' (nothing to check)", file=sys.stderr)
         return 1
+    bad_floors = [f"{pair}: {r['min_speedup']!r}" for pair, r in ratios.items() if not floor_ok(r["min_speedup"])]
+    if bad_floors:
+        print(f"error: min_speedup must be a finite number > 0 in '{path}' ({', '.join(bad_floors)})", file=sys.stderr)
+        return 2
     failed = 0
     print(f"{'pair':40s} {'speedup':>8s} {'floor':>6s}")
     for pair, r in ratios.items():
         floor = r["min_speedup"]
-        bad = floor is not None and r["speedup"] < floor
+        s = r["speedup"]
+        # `nan < floor` is False: a non-finite speedup (a broken measurement) fails explicitly, floor or not
+        bad = not math.isfinite(s) or (floor is not None and s < floor)
         failed += bad
         floor_txt = f"{floor:.2f}" if floor is not None else "-"
         print(f"{pair:40s} {r['speedup']:8.3f} {floor_txt:>6s}  {'REGRESSION' if bad else 'ok'}")

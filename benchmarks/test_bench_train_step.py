@@ -24,7 +24,9 @@ from vaezoo.bench.throughput import (
 )
 from vaezoo.models import list_models
 
-MIN_SPEEDUP = 0.85  # vaezoo step / plain step, samples/s; goal 0.97
+# vaezoo step / plain step, samples/s, identical arithmetic: measured 0.985-1.006 in CI; goal 0.97.
+# 0.95 leaves room for a noisy machine yet catches an overhead of a few percent.
+MIN_SPEEDUP = 0.95
 CASES = [(s.name, "mlp", 128) for s in list_models()] + [("vae", "conv", 32)]
 
 
@@ -46,7 +48,9 @@ def test_train_step(side_by_side, variant, backbone, batch):
     )
 
 
-MIN_DEFAULT_ADAM_SPEEDUP = 0.97  # vaezoo's default step / a plain loop with torch's default Adam
+# vaezoo's default step / a plain loop with torch's default Adam: measured 1.26-1.29 in CI; without fused
+# Adam it would be ~1.0, so a floor above 1 catches losing it (and vaezoo must not be the slower one).
+MIN_DEFAULT_ADAM_SPEEDUP = 1.05
 
 
 def test_train_step_vs_default_adam(side_by_side):
@@ -65,9 +69,10 @@ def test_train_step_vs_default_adam(side_by_side):
     )
 
 
-# torch.compile of the whole step / eager, samples/s, at batch 512 (1 thread: 1.10). At batch 128 eager with
-# fused Adam is as fast as compiled (0.98 at 1 thread, 1.05 at 2): fusing Adam was most of compile's gain there.
-MIN_COMPILE_SPEEDUP = 0.95  # a regression (graph breaks, a slow kernel) shows as < 1; margin for another CPU
+# torch.compile of the whole step / eager, samples/s, at batch 512 (1 thread: 1.10; CI: 1.06-1.09). At batch 128
+# eager with fused Adam is as fast as compiled (0.98 at 1 thread, 1.05 at 2): fusing Adam was most of compile's
+# gain there, hence batch 512.
+MIN_COMPILE_SPEEDUP = 1.0  # a regression (graph breaks, a slow kernel) shows as < 1: compiling must not lose
 COMPILE_BATCH = 512
 
 

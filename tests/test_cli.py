@@ -65,23 +65,44 @@ def test_bad_train_input_is_one_clear_error_and_touches_nothing(trained_run, tmp
     assert snapshot(trained_run) == before
 
 
+# (argv without the folder, what the error calls the folder, the function whose call starts the command's work:
+# the module attribute the command looks up at call time, so patching it replaces what really runs)
 UNMAKEABLE = [
-    (["train", *SMALL, "--steps", "5", "--run-dir"], "run directory"),
+    # train: load_dataset/build run before make_dir (they validate the batch size); the loop's first call is the work
+    (["train", *SMALL, "--steps", "5", "--run-dir"], "run directory", "vaezoo.train.batch_indices"),
     (["bench", "throughput", "--batch-size", "8", "--backbone", "mlp", "--mode", "eager", "--windows", "1",
-      "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder"),
-    (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder"),
-    (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder"),
-    (["bench", "sampling", "--no-track", "--out-dir"], "output folder"),
+      "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.throughput.run_throughput"),
+    # gradvar: load_source (load or train the model) comes before run_study, so guarding it guards both
+    (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder", "vaezoo.bench.gradvar.load_source"),
+    (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder", "vaezoo.bench.claims.run_claims"),
+    (["bench", "sampling", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.sampling.sampling_bench"),
 ]
 
 
-@pytest.mark.parametrize("args,what", UNMAKEABLE, ids=[" ".join(a[:2]) for a, _ in UNMAKEABLE])
-def test_an_output_folder_that_cannot_be_made_is_one_clear_error_before_any_work(tmp_path, capsys, args, what):
+class WorkReached(Exception):
+    """Raised by the stand-in for a command's work once its output folder exists (the control run)."""
+
+
+@pytest.mark.parametrize("args,what,work", UNMAKEABLE, ids=[" ".join(a[:2]) for a, _, _ in UNMAKEABLE])
+def test_an_output_folder_that_cannot_be_made_is_one_clear_error_before_any_work(tmp_path, capsys, monkeypatch, args, what, work):
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a folder cannot be made below a file, whoever runs the test
-    assert main([*args, str(blocker / "out")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: cannot create {what} '{blocker / 'out'}'") and len(err.strip().splitlines()) == 1
+    target = blocker / "out"
+
+    def work_stand_in(*_, **__):
+        if not target.is_dir():
+            pytest.fail("work started before the output folder was made")
+        raise WorkReached(work)
+
+    monkeypatch.setattr(work, work_stand_in)  # raising=True: a renamed function fails here, not silently
+    assert main([*args, str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: cannot create {what} '{target}'") and len(err.strip().splitlines()) == 1
+    assert out == ""  # nothing is printed before the folder is made
+    # control: with a folder that can be made the command does reach the stand-in, so the guard above is live
+    target = tmp_path / "out"
+    with pytest.raises(WorkReached):
+        main([*args, str(target)])
 
 
 def test_a_file_that_cannot_be_written_is_one_clear_error(trained_run, tmp_path, capsys):
@@ -155,8 +176,29 @@ def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
     assert len(report["kl_per_unit"]) == 4 and 0 <= report["active_units"] <= 4
     # the bounds are ordered: ELBO <= IWAE_16 <= IS estimate (S=200 >> 16), within Monte Carlo error
     assert report["elbo"] <= report["iwae_k16"] + 0.2 <= report["ll_is"] + 0.4
-    # a Bernoulli log-likelihood is <= 0 and a KL >= 0 (recon is defined as ELBO + KL, so it is checked here)
-    assert report["recon"] <= 0 <= report["kl"] and report["recon"] >= report["elbo"]
+    # a Bernoulli log-likelihood is <= 0 and a KL >= 0
+    assert report["recon"] <= 0 <= report["kl"]
+    # recon must be E_q[log p(x|z)] on the points eval scored: check it against an independent Monte Carlo
+    # estimate on the same first 50 test images (eval_binarized's default seed, as evaluate_run uses)
+    import torch
+
+    from vaezoo.data import eval_binarized, load_dataset
+    from vaezoo.train import load_run_model
+
+    model, cfg = load_run_model(trained_run)
+    x = eval_binarized(load_dataset(cfg.data).test, cfg.data.binarize)[:50]
+    assert report["n"] == len(x) == 50
+    draws = 2000
+    with torch.no_grad():
+        q = model.encode(x)
+        eps = torch.randn((draws, *q.mu.shape), generator=torch.Generator().manual_seed(12345))
+        log_px_z = model.log_likelihood(x, q.mu + q.sigma * eps).double()  # [draws, points]
+    mc = float(log_px_z.mean())
+    # eval's recon is itself Monte Carlo: ELBO with one z per point (+ the analytic KL), so the difference has
+    # variance sum_i s_i^2 / N^2 from eval's single draws plus sum_i s_i^2 / (draws N^2) from ours
+    var_i = log_px_z.var(0, unbiased=True)
+    se = float(torch.sqrt(var_i.sum() * (1 + 1 / draws))) / len(x)
+    assert abs(mc - report["recon"]) < 4 * se, (mc, report["recon"], se)
     assert main(["eval", str(trained_run), "-k", "0", "--no-track"]) == 2
 
 

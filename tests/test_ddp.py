@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vaezoo.bench.ddp import DDPConfig, ddp_parts
+from vaezoo.bench import ddp, timing
+from vaezoo.bench.ddp import DDP_COLUMNS, DDPConfig, ddp_parts, run_ddp
 from vaezoo.bench.throughput import PRECISIONS, synthetic_batch, train_config, train_step, vaezoo_parts
 from vaezoo.errors import VaezooError
 
@@ -118,13 +120,65 @@ def test_torchrun_benchmark_reports_scaling_efficiency(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "gloo"
     assert summary["ddp_samples_per_s"] > 0 and summary["single_samples_per_s"] > 0
-    assert summary["ddp_samples_per_s_low"] <= summary["ddp_samples_per_s"] <= summary["ddp_samples_per_s_high"]
     (csv_path,) = tmp_path.glob("ddp-fp32-*.csv")
-    (row,) = csv.DictReader(csv_path.open())
-    assert int(row["world_size"]) == summary["world_size"]
-    # the CSV keeps 6 significant digits (merge_csv)
-    assert float(row["ddp_samples_per_s"]) == pytest.approx(summary["ddp_samples_per_s"], rel=1e-5)
+    reader = csv.DictReader(csv_path.open())
+    (row,) = reader
+    assert reader.fieldnames == DDP_COLUMNS
+    for col in DDP_COLUMNS:  # the CSV says what the JSON says; floats keep 6 significant digits (merge_csv)
+        want = summary[col]
+        if isinstance(want, float):
+            assert float(row[col]) == pytest.approx(want, rel=1e-5), col
+        else:
+            assert row[col] == str(want), col
     assert "scaling efficiency" in proc.stdout
+
+
+@pytest.fixture
+def world_of_one(tmp_path, monkeypatch):
+    """A gloo group of this process alone (as init_distributed makes without torchrun), torn down after."""
+    monkeypatch.delenv("RANK", raising=False)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_run_ddp_aggregates_windows_and_scaling_efficiency(world_of_one, monkeypatch):
+    """run_ddp's arithmetic on known times: the timers are replaced, so no step runs and nothing is timed."""
+    batch, per_window, first = 4, 2, 0.5
+    single_rates = [20.0, 12.0, 16.0]  # steps/s of the lone process; median 16
+    window_s = iter([0.1, 0.3, 0.2])  # the DDP windows' seconds, in turn
+    timed_n = []
+
+    def fake_measure(contenders, *_args, **_kw):
+        assert list(contenders) == ["single"]
+        return {"single": timing.Windows(rates=list(single_rates))}
+
+    def fake_timed(_step, _device, n):
+        timed_n.append(n)
+        return next(window_s)
+
+    monkeypatch.setattr(ddp.timing, "measure", fake_measure)
+    monkeypatch.setattr(
+        ddp.timing, "prepare", lambda *a, **k: timing.Windows(steps_per_window=per_window, first_call_s=first)
+    )
+    monkeypatch.setattr(ddp.timing, "timed", fake_timed)
+    cfg = DDPConfig(model="ae", batch_size=batch, windows=3)
+    summary = run_ddp(cfg, 0, 1, torch.device("cpu"))
+
+    assert timed_n == [per_window] * 3  # every window runs the agreed step count
+    single = batch * 16.0
+    agg = batch * 2 / 0.2  # world 1: median window rate, batch x steps / seconds
+    assert summary["single_samples_per_s"] == pytest.approx(single)
+    assert summary["ddp_samples_per_s"] == pytest.approx(agg)
+    assert summary["ddp_samples_per_s_low"] == pytest.approx(batch * 2 / 0.3)
+    assert summary["ddp_samples_per_s_high"] == pytest.approx(batch * 2 / 0.1)
+    assert summary["per_process_samples_per_s"] == pytest.approx(agg)
+    assert summary["scaling_efficiency"] == pytest.approx(agg / (1 * single))  # 0.625
+    assert summary["ddp_first_step_s"] == first and summary["steps_per_window"] == per_window
+    assert summary["world_size"] == 1 and summary["backend"] == "gloo"
+    assert set(DDP_COLUMNS) <= set(summary)  # every CSV column is in the summary
 
 
 def test_bad_ddp_input_is_a_clear_error():

@@ -514,6 +514,12 @@ def test_ratio_checker_fails_only_below_a_floor(tmp_path, capsys):
     bad = _bench_json(tmp_path, {"pair": "a", "speedup": 0.8, "min_speedup": 0.85}, {"pair": "b", "speedup": 1.0})
     assert check(bad) == 1
     assert "REGRESSION" in capsys.readouterr().out
+    nan = _bench_json(tmp_path, {"pair": "a", "speedup": math.nan, "min_speedup": 0.85})
+    assert check(nan) == 1  # nan < 0.85 is False: a NaN speedup must still fail
+    assert "REGRESSION" in capsys.readouterr().out
+    for floor in (math.nan, math.inf, 0.0, -1.0):  # a floor that checks nothing (or everything) is refused
+        assert check(_bench_json(tmp_path, {"pair": "a", "speedup": 1.0, "min_speedup": floor})) == 2
+    assert "min_speedup must be a finite number > 0" in capsys.readouterr().err
     assert check(_bench_json(tmp_path, plain)) == 1  # nothing measured: nothing checked is a failure
     (tmp_path / "broken.json").write_text("{not json")
     assert check(tmp_path / "broken.json") == 2

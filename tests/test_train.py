@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,18 +75,27 @@ def test_sigkill_then_resume_ends_bit_identical(tmp_path):
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(cfg.to_dict()))
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "vaezoo.cli", "train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (run / "checkpoint.pt").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.time() < deadline
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_at = 100  # the first checkpoint: the child dies right after writing it, never at a racy moment
+    argv = ["train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
+    # The child kills itself from inside the save, so where it dies is fixed, not a matter of polling speed.
+    # train.py did `from vaezoo.checkpoint import save_checkpoint`, so the name to patch is vaezoo.train's.
+    child = f"""
+import os, signal, sys
+import vaezoo.train
+real_save = vaezoo.train.save_checkpoint
+def save_then_die(path, state):
+    real_save(path, state)
+    if state["step"] == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+vaezoo.train.save_checkpoint = save_then_die
+from vaezoo.cli import main
+sys.exit(main({argv!r}))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate()  # reads stderr to the end, so a chatty child cannot block on a full pipe
+    assert proc.returncode == -signal.SIGKILL, err.decode()
     killed_at = load_checkpoint(run / "checkpoint.pt")["step"]
-    assert killed_at < steps, "the run finished before it could be killed"
+    assert killed_at == kill_at < steps, "the run was not killed right after its first checkpoint"
 
     from vaezoo.cli import main
 
