@@ -20,7 +20,7 @@ import torch
 
 from vaezoo import tracking
 from vaezoo.checkpoint import load_checkpoint, save_checkpoint
-from vaezoo.config import Recorded, load_recorded, read_json_object, save_json
+from vaezoo.config import Recorded, config_hash, load_recorded, read_json_object, save_json
 from vaezoo.data import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.errors import TrainingDiverged, VaezooError
 from vaezoo.evaluate import bounds_on_test_set
@@ -122,18 +122,19 @@ def train(
 ) -> dict:
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
     rd = RunDir(Path(run_dir))
+    cfg_dict = cfg.to_dict()
+    cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
     if resume:
-        record = rd.read_config_record()
-        saved = record.cfg
+        record = rd.read_config_record()  # its hash is checked against the config it records
         if record.missing:
             raise VaezooError(
                 f"'{rd.path}' was written by an older vaezoo (its config has no {', '.join(record.missing)}); "
                 "resuming it would mix two versions of its config: start a new run"
             )
-        if saved.hash != cfg.hash:
-            raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg.hash[:12]} != saved {saved.hash[:12]})")
+        if record.hash != cfg_hash:
+            raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg_hash[:12]} != saved {record.hash[:12]})")
         ckpt = load_checkpoint(rd.checkpoint) if rd.checkpoint.exists() else None
-        if ckpt is not None and ckpt["config_hash"] != cfg.hash:
+        if ckpt is not None and ckpt["config_hash"] != cfg_hash:
             raise VaezooError(f"checkpoint in '{rd.path}' belongs to another config")
     elif rd.path.exists() and any(rd.path.iterdir()):
         raise VaezooError(f"run directory '{rd.path}' already exists; pass --resume to continue it, or choose another")
@@ -159,7 +160,6 @@ def train(
         _truncate_metrics(rd.metrics, start)
 
     make_dir(rd.path, "run directory")
-    cfg_dict, cfg_hash = cfg.to_dict(), cfg.hash  # cfg does not change during the run
     tags = provenance(device, cfg.seed)
     tracker = tracking.start(track, rd.path.name, tracking_uri, run_id=prior.get("mlflow_run_id"))
     if not resume or not prior:

@@ -32,6 +32,7 @@ class Score:
             plain = f.mean(0) - self.cfg.beta * kl
             signal = f
         else:
+            kl = None  # sampled KL: it is inside the log weights
             f = lw.weighted(self.cfg.beta)
             value = bound(lw.total)
             plain = bound(f)
@@ -41,7 +42,7 @@ class Score:
         b = 0.0 if self.baseline is None else self.baseline
         score = ((signal - b).detach() * log_q).mean(0) if self.cfg.bound == "elbo" else ((signal - b).detach() * log_q).sum(0)
         self._update_baseline(signal)
-        return Estimate(value=value, surrogate=plain + score, kl=kl if self.cfg.kl == "analytic" else None)
+        return Estimate(value=value, surrogate=plain + score, kl=kl)
 
     def _update_baseline(self, signal: torch.Tensor) -> None:
         d = self.cfg.baseline_decay
