@@ -19,7 +19,7 @@ from vaezoo.gradnoise.measure import GradVarConfig, chunk_size
 from vaezoo.gradnoise.pergrad import DrawGradients
 from vaezoo.models import get_model
 from vaezoo.objectives import ObjectiveConfig
-from vaezoo.provenance import device_name
+from vaezoo.tracking.provenance import device_name
 
 B = 256
 REPEATS = 3

@@ -1,4 +1,4 @@
-"""The importance-sampled log-likelihood at K = 5000 (Burda et al. 2016): vaezoo.evaluate's estimator,
+"""The importance-sampled log-likelihood at K = 5000 (Burda et al. 2016): vaezoo.training.evaluate's estimator,
 vectorised over a batch of images, against a loop calling it once per image, interleaved.
 
 Model: the reference MLP VAE (784-512-256-32; its weights do not change the speed). Goal: the vectorised
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from vaezoo.bench.throughput import synthetic_batch
-from vaezoo.evaluate import importance_sampled_loglik
 from vaezoo.models import get_model
+from vaezoo.training.evaluate import importance_sampled_loglik
 
 K = 5000
 N = 8

@@ -1,4 +1,4 @@
-"""One training step per registered variant: vaezoo's step (Objective + Adam, as vaezoo/train.py) against
+"""One training step per registered variant: vaezoo's step (Objective + Adam, as vaezoo.training.loop) against
 the plain hand-written PyTorch loop for the same model and batch (vaezoo.bench.plain_loop), interleaved.
 
 ``train-step/*``: the plain loop gets vaezoo's Adam, so both do bit-identical arithmetic

@@ -17,9 +17,9 @@ from exporters.graph import OPSET, OUTPUT_MEANING, DecoderHead, decoder_paramete
 from exporters.precision import INT8_WEIGHT_TYPES, int8_error_table, to_fp16, to_int8
 from exporters.sampler import wrap_sampler
 from exporters.verify import MEAN_TOLERANCE, TOLERANCE, check_graph, parity
-from vaezoo.config import to_dict
-from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write_bytes
+from vaezoo.core.configs import to_dict
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import atomic_write_bytes
 from vaezoo.runtime.cache import sha256_bytes  # noqa: F401  (re-exported for exporters.pretrained)
 
 # metrics a run reports, as they are named in final.json / eval.json, and as they appear in the metadata
@@ -116,10 +116,10 @@ def run_metadata(run_dir: str | Path, state: dict | None = None, record=None) ->
     """Provenance of a run for the graph's metadata: config hash, dataset, key metrics, weights sha256.
 
     ``state`` (the model's state_dict) and ``record`` (the Recorded config), when the caller has already
-    loaded the run (``vaezoo.train.load_run``), spare reading the checkpoint and config.json again.
+    loaded the run (``vaezoo.training.loop.load_run``), spare reading the checkpoint and config.json again.
     """
-    from vaezoo.checkpoint import load_checkpoint
-    from vaezoo.train import RunDir
+    from vaezoo.training import RunDir
+    from vaezoo.training.rundir import load_checkpoint
 
     rd = RunDir(Path(run_dir))
     record = record if record is not None else rd.read_config_record()
@@ -145,7 +145,7 @@ def run_metadata(run_dir: str | Path, state: dict | None = None, record=None) ->
 
 def export_run(run_dir: str | Path, out: str | Path, options: ExportOptions | None = None) -> dict:
     """``vaezoo export RUN --out decoder.onnx``: the run's decoder with its provenance."""
-    from vaezoo.train import load_run
+    from vaezoo.training import load_run
 
     model, record = load_run(run_dir, "cpu")
     # load_run checked the checkpoint against the record, and the model holds exactly its weights

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from onnx import numpy_helper
 from torch import nn
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 from vaezoo.runtime.decoder import METADATA_PREFIX, parse_metadata
 
 OPSET = 18  # the one default: ExportOptions and `vaezoo export --opset` take it from here
@@ -147,7 +147,7 @@ def get_metadata(proto: onnx.ModelProto) -> dict:
 def load_torch_decoder(proto: onnx.ModelProto) -> nn.Module:
     """Rebuild the torch decoder head of an exported fp32 graph (config from metadata, weights from the
     initializers); strict loading fails loudly if the graph does not hold exactly the decoder's weights."""
-    from vaezoo.config import from_dict
+    from vaezoo.core.configs import from_dict
     from vaezoo.models import ModelConfig, build_model
 
     meta = get_metadata(proto)

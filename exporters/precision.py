@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import torch
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 INT8_WEIGHT_TYPES = ("quint8", "qint8")
 

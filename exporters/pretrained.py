@@ -2,7 +2,7 @@
 anyone reruns one and checks it (``vaezoo reproduce pretrained NAME``).
 
 A recipe is a full training config (seed included) plus the evaluation settings; building one trains
-it with ``vaezoo.train.train``, evaluates it with ``vaezoo.evaluate.evaluate``, exports the decoder
+it with ``vaezoo.training.loop.train``, evaluates it with ``vaezoo.training.evaluate.evaluate``, exports the decoder
 (verified) and writes its manifest entry. The manifest keeps the resolved config it was made from, so a
 rerun uses exactly that, whatever the code's recipes say later.
 """
@@ -18,8 +18,8 @@ import torch
 import vaezoo
 from exporters.export import RUN_METRICS, ExportOptions, export_model, run_metadata, sha256_bytes
 from exporters.graph import OUTPUT_MEANING, decoder_parameter_count
-from vaezoo.config import load_recorded, save_json
-from vaezoo.errors import VaezooError
+from vaezoo.core.configs import load_recorded, save_json
+from vaezoo.core.errors import VaezooError
 from vaezoo.runtime.catalog import MANIFEST_FORMAT, check_name, load_manifest, manifest_path, pretrained_entry
 
 # IS log-likelihood with 1,000 importance samples (Burda et al. used 5,000): keeps a rebuild to minutes on 2 cores.
@@ -61,7 +61,7 @@ RECIPES: dict[str, dict] = {
 def resolved_recipe(name: str):
     """The TrainConfig of a code recipe, with the fixed common settings (CPU, eval and checkpoint cadence)."""
     from vaezoo.data import DATASET_SHAPES
-    from vaezoo.runconfig import resolve_config
+    from vaezoo.training.config import resolve_config
 
     if name not in RECIPES:
         raise VaezooError(f"no recipe named '{name}'; recipes: {', '.join(RECIPES)}")
@@ -76,8 +76,8 @@ def train_and_evaluate(cfg, run_dir: Path, evaluation: dict, threads: int, progr
     """Train ``cfg`` into ``run_dir`` with ``threads`` torch threads and evaluate it; returns (manifest-style
     metrics, training seconds, the trained model, its Recorded config) so the export reuses the loaded run."""
     from vaezoo.data import eval_binarized, load_dataset
-    from vaezoo.evaluate import evaluate
-    from vaezoo.train import load_run, train
+    from vaezoo.training import load_run, train
+    from vaezoo.training.evaluate import evaluate
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -107,7 +107,7 @@ def export_entry(run_dir: Path, model, record, out: Path, entry_meta: dict, metr
 
 def build(name: str, work_dir: str | Path, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Train, evaluate and export one recipe; write ``<out_dir>/<name>.onnx`` and its manifest entry."""
-    from vaezoo.provenance import cpu_model
+    from vaezoo.tracking.provenance import cpu_model
 
     check_name(name)
     cfg = resolved_recipe(name)
@@ -168,7 +168,7 @@ def compare(expected: dict, got: dict, tolerance: dict) -> list[dict]:
 
 def reproduce(name: str, work_dir: str | Path, progress: bool = True) -> dict:
     """Retrain a shipped decoder from its manifest recipe and compare the metrics with the manifest."""
-    from vaezoo.runconfig import TrainConfig
+    from vaezoo.training.config import TrainConfig
 
     entry = pretrained_entry(name)
     recipe = entry["recipe"]

@@ -12,7 +12,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from exporters.graph import INPUT
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def wrap_sampler(proto: onnx.ModelProto, latent_dim: int, seed: int) -> onnx.ModelProto:

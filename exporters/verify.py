@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import torch
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 PARITY_BATCHES = (1, 64, 1024)
 # max |onnxruntime - torch| per pixel, by precision. int8 and fp16 are lossy by design: their bounds sit

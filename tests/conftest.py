@@ -19,6 +19,6 @@ def _isolate_store(tmp_path, monkeypatch):
 
 @pytest.fixture
 def truth():
-    from vaezoo.analytic import LinearGaussian
+    from vaezoo.data.linear_gaussian import LinearGaussian
 
     return LinearGaussian.default()

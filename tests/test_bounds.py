@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vaezoo.analytic import analytic_elbo
+from vaezoo.data.linear_gaussian import analytic_elbo
 from vaezoo.models import ModelConfig, build_model
 from vaezoo.objectives import Objective, ObjectiveConfig
 

@@ -69,9 +69,9 @@ def test_bad_train_input_is_one_clear_error_and_touches_nothing(trained_run, tmp
 # the module attribute the command looks up at call time, so patching it replaces what really runs)
 UNMAKEABLE = [
     # train: load_dataset/build run before make_dir (they validate the batch size); the loop's first call is the work
-    (["train", *SMALL, "--steps", "5", "--run-dir"], "run directory", "vaezoo.train.batch_indices"),
+    (["train", *SMALL, "--steps", "5", "--run-dir"], "run directory", "vaezoo.training.loop.batch_indices"),
     (["bench", "throughput", "--batch-size", "8", "--backbone", "mlp", "--mode", "eager", "--windows", "1",
-      "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.throughput.run_throughput"),
+      "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.throughput.command.run_throughput"),
     # gradvar: load_source (load or train the model) comes before run_study, so guarding it guards both
     (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder", "vaezoo.bench.gradvar.load_source"),
     (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder", "vaezoo.bench.claims.run_claims"),
@@ -182,8 +182,8 @@ def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
     # estimate on the same first 50 test images (eval_binarized's default seed, as evaluate_run uses)
     import torch
 
-    from vaezoo.data import eval_binarized, load_dataset
-    from vaezoo.train import load_run_model
+    from vaezoo.data.datasets import eval_binarized, load_dataset
+    from vaezoo.training import load_run_model
 
     model, cfg = load_run_model(trained_run)
     x = eval_binarized(load_dataset(cfg.data).test, cfg.data.binarize)[:50]
@@ -224,7 +224,7 @@ def test_deterministic_flag_reaches_config_and_tags(tmp_path):
     assert main(["train", *SMALL, "--steps", "20", "--deterministic", "--run-dir", str(run)]) == 0
     assert json.loads((run / "config.json").read_text())["config"]["deterministic"] is True
     assert json.loads((run / "run.json").read_text())["tags"]["deterministic_algorithms"] == "true"
-    from vaezoo.provenance import set_determinism
+    from vaezoo.tracking.provenance import set_determinism
 
     set_determinism(False)  # the flag is process-wide: leave the other tests as they were
 
@@ -232,7 +232,7 @@ def test_deterministic_flag_reaches_config_and_tags(tmp_path):
 def test_any_path_the_system_refuses_is_one_line_not_a_traceback(capsys):
     import click
 
-    from vaezoo.clitools import run_click
+    from vaezoo.cli.run import run_click
 
     @click.command()
     def refuse():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaezoo.checkpoint import load_checkpoint
-from vaezoo.evaluate import evaluate
 from vaezoo.models import get_model
 from vaezoo.objectives import ESTIMATORS, Objective, ObjectiveConfig
-from vaezoo.runconfig import resolve_config
-from vaezoo.train import train
+from vaezoo.training.config import resolve_config
+from vaezoo.training.evaluate import evaluate
+from vaezoo.training.loop import train
+from vaezoo.training.rundir import load_checkpoint
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -20,16 +20,16 @@ CFG = {"model": {"hidden": [64], "latent_dim": 8}, "data": {"name": "digits"}, "
 
 def stop_after_first_checkpoint(monkeypatch):
     """Make train() die right after writing its first checkpoint, as a killed run would."""
-    import vaezoo.train
+    import vaezoo.training.loop
 
-    real = vaezoo.train.save_checkpoint
+    real = vaezoo.training.loop.save_checkpoint
 
     def save_then_die(path, state):
         real(path, state)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vaezoo.train, "save_checkpoint", save_then_die)
-    return lambda: monkeypatch.setattr(vaezoo.train, "save_checkpoint", real)
+    monkeypatch.setattr(vaezoo.training.loop, "save_checkpoint", save_then_die)
+    return lambda: monkeypatch.setattr(vaezoo.training.loop, "save_checkpoint", real)
 
 
 def test_train_and_resume_on_cuda(tmp_path, monkeypatch):

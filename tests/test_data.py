@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaezoo.data import (
+from vaezoo.core.errors import VaezooError
+from vaezoo.data.datasets import (
     DataConfig,
     batch_indices,
     binarize_batch,
@@ -17,7 +18,6 @@ from vaezoo.data import (
     read_idx_images,
     stratified_split,
 )
-from vaezoo.errors import VaezooError
 
 
 def test_mnist5k_split_is_stratified_fixed_and_in_unit_range():

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from vaezoo.bench import ddp, timing
 from vaezoo.bench.ddp import DDP_COLUMNS, DDPConfig, ddp_parts, run_ddp
 from vaezoo.bench.throughput import PRECISIONS, synthetic_batch, train_config, train_step, vaezoo_parts
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 WORLD = 2
 BATCH = 8

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import flat_grad, grad_draws
 
-from vaezoo.analytic import analytic_elbo
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.data.linear_gaussian import analytic_elbo
 from vaezoo.models import build_model, get_model
 from vaezoo.objectives import Objective, ObjectiveConfig
 

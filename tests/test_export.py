@@ -17,14 +17,14 @@ import exporters
 from exporters.export import ExportOptions, export_model, export_run, state_sha256
 from exporters.graph import get_metadata, load_torch_decoder
 from exporters.verify import TOLERANCE, check_graph
-from vaezoo.checkpoint import load_checkpoint
 from vaezoo.cli import main
-from vaezoo.data import DATASET_SHAPES
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.data.datasets import DATASET_SHAPES
 from vaezoo.models import get_model
-from vaezoo.runconfig import resolve_config
 from vaezoo.runtime import Decoder
-from vaezoo.train import load_run_model, train
+from vaezoo.training import load_run_model, train
+from vaezoo.training.config import resolve_config
+from vaezoo.training.rundir import load_checkpoint
 
 SMALL = {"hidden": [32], "latent_dim": 4, "input_shape": [1, 8, 8]}
 

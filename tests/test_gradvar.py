@@ -14,9 +14,9 @@ import re
 import pytest
 import torch
 
-from vaezoo.analytic import LinearGaussian
 from vaezoo.cli import main
-from vaezoo.data import DATASET_SHAPES, DataConfig, load_dataset
+from vaezoo.data.datasets import DATASET_SHAPES, DataConfig, load_dataset
+from vaezoo.data.linear_gaussian import LinearGaussian
 from vaezoo.gradnoise import stats
 from vaezoo.gradnoise.analysis import analyse, sweep
 from vaezoo.gradnoise.measure import MODEL, GradVarConfig, run_study, select_data
@@ -192,9 +192,9 @@ def small_mlp(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def trained_mlp(tmp_path_factory):
-    """The small MLP VAE after 1500 steps of vaezoo.train on digits (near an optimum, as the SNR theory assumes)."""
-    from vaezoo.runconfig import resolve_config
-    from vaezoo.train import load_run_model, train
+    """The small MLP VAE after 1500 steps of vaezoo.training.loop on digits (near an optimum, as the SNR theory assumes)."""
+    from vaezoo.training import load_run_model, train
+    from vaezoo.training.config import resolve_config
 
     cfg = resolve_config(
         {
@@ -383,8 +383,8 @@ TINY = ["--dataset", "digits", "--set", "model.hidden=[16]", "--set", "model.lat
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--batch-sizes", ""], "empty grid"),
-        (["--ks", ""], "empty grid"),
+        (["--batch-sizes", ""], "--batch-sizes was given no values"),
+        (["--ks", ""], "--ks was given no values"),
         (["--ks", "0,4"], "K (samples per z) must be >= 1"),
         (["--bounds", "elbo", "--estimators", "dreg"], "estimator 'dreg' does not apply to bound 'elbo'"),
         (["--bounds", "recon"], "no latent noise"),
@@ -477,8 +477,8 @@ def test_command_writes_every_output_and_one_mlflow_run(tmp_path, capsys):
 def test_quick_study_on_a_run_directory(tmp_path):
     """What `make bench` calls after training: the --quick grid on a run's checkpoint."""
     from vaezoo.bench.gradvar import quick_study
-    from vaezoo.runconfig import resolve_config
-    from vaezoo.train import train
+    from vaezoo.training.config import resolve_config
+    from vaezoo.training.loop import train
 
     user = {"model": {"name": "vae", "hidden": [16], "latent_dim": 2}, "data": {"name": "digits"}, "steps": 5}
     cfg = resolve_config({**user, "eval_every": 5, "checkpoint_every": 5, "device": "cpu"}, DATASET_SHAPES["digits"])

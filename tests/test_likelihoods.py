@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from vaezoo.distributions import (
+from vaezoo.models.distributions import (
     DiagonalGaussian,
     bernoulli_logits_log_prob,
     gaussian_log_prob,

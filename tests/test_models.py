@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import vaezoo
-from vaezoo.config import from_dict, to_dict
-from vaezoo.errors import VaezooError
+from vaezoo.core.configs import from_dict, to_dict
+from vaezoo.core.errors import VaezooError
 from vaezoo.models import ModelConfig, get_model, list_models, register_model
-from vaezoo.runconfig import TrainConfig, resolve_config
+from vaezoo.training.config import TrainConfig, resolve_config
 
 
 def test_registry_lists_the_variants_and_refuses_unknown_names():

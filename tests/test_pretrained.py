@@ -14,10 +14,10 @@ from exporters.graph import get_metadata, load_torch_decoder
 from exporters.pretrained import RECIPES, compare
 from exporters.verify import TOLERANCE, parity
 from vaezoo.cli import main
-from vaezoo.config import from_dict
-from vaezoo.runconfig import TrainConfig
+from vaezoo.core.configs import from_dict
 from vaezoo.runtime import Decoder, check_name, list_pretrained, load_manifest
 from vaezoo.runtime.catalog import MANIFEST_FORMAT, pretrained_dir
+from vaezoo.training.config import TrainConfig
 
 REQUIRED = {"mlp-vae.mnist5k", "mlp-iwae5.mnist5k", "conv-vae.mnist5k", "mlp-vae.digits"}
 FIELDS = {"name": str, "description": str, "file": str, "sha256": str, "size_bytes": int, "parameter_count": int,

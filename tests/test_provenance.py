@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from vaezoo.provenance import GIT_DIRTY_ENV, GIT_SHA_ENV, git_label, git_state
+from vaezoo.tracking.provenance import GIT_DIRTY_ENV, GIT_SHA_ENV, git_label, git_state
 
 
 def _git(root, *args):

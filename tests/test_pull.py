@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from vaezoo.cli import main
-from vaezoo.errors import VaezooError
-from vaezoo.pull import parse_registry_uri, pull
+from vaezoo.core.errors import VaezooError
 from vaezoo.runtime import cache as cache_mod
 from vaezoo.runtime import check_name, parse_url
+from vaezoo.tracking import registry
+from vaezoo.tracking.registry import parse_registry_uri
+from vaezoo.tracking.registry import pull_any as pull
 
 PAYLOAD = bytes(range(256)) * 400  # 100 kB, several download chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -175,10 +177,10 @@ def test_cli_pull(server, tmp_path, capsys):
 
 
 def test_export_register_then_pull_by_alias_from_a_local_mlflow_store(tmp_path, monkeypatch, capsys):
-    from vaezoo import tracking
-    from vaezoo.data import DATASET_SHAPES
-    from vaezoo.runconfig import resolve_config
-    from vaezoo.train import train
+
+    from vaezoo.data.datasets import DATASET_SHAPES
+    from vaezoo.training.config import resolve_config
+    from vaezoo.training.loop import train
 
     user = {"model": {"name": "vae", "hidden": [16], "latent_dim": 3}, "data": {"name": "digits"}, "steps": 5,
             "batch_size": 32, "eval_every": 5, "checkpoint_every": 5, "device": "cpu", "eval_k": 2}
@@ -198,13 +200,13 @@ def test_export_register_then_pull_by_alias_from_a_local_mlflow_store(tmp_path, 
     with pytest.raises(VaezooError, match="no model version tiny-decoder@nosuch"):
         pull("models:/tiny-decoder@nosuch", cache, tracking_uri=uri)
 
-    real = tracking.download_registered_model
+    real = registry.download_registered_model
 
     def tampered(*args, **kwargs):
         local, meta = real(*args, **kwargs)
-        return local, {**meta, "tags": {**meta["tags"], tracking.SHA256_TAG: "f" * 64}}
+        return local, {**meta, "tags": {**meta["tags"], registry.SHA256_TAG: "f" * 64}}
 
-    monkeypatch.setattr(tracking, "download_registered_model", tampered)
+    monkeypatch.setattr(registry, "download_registered_model", tampered)
     with pytest.raises(VaezooError, match="sha256 mismatch for models:/tiny-decoder@champion"):
         pull("models:/tiny-decoder@champion", tmp_path / "cache2", tracking_uri=uri)
     assert _files(tmp_path / "cache2") == []

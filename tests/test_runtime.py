@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from exporters.export import export_model
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.png import encode_png
 from vaezoo.models import get_model
 from vaezoo.runtime import Decoder, cache_dir, default_providers
-from vaezoo.runtime.png import encode_png
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,8 +47,8 @@ def test_importing_and_using_the_runtime_pulls_in_neither_torch_nor_mlflow(model
         import sys
         import vaezoo.runtime
         from vaezoo.runtime import Decoder
-        from vaezoo.runtime.png import save_grid_png
-        save_grid_png({str(tmp_path / "g.png")!r}, Decoder({str(model_and_file[1])!r}).sample(4, seed=0))
+        from vaezoo.core.png import save_grid
+        save_grid({str(tmp_path / "g.png")!r}, Decoder({str(model_and_file[1])!r}).sample(4, seed=0))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "mlflow", "onnx", "click", "PIL", "pooch"))
         print("HEAVY", heavy)
     """)

@@ -36,7 +36,7 @@ from vaezoo.bench.throughput import (
     vaezoo_parts,
     write_rows,
 )
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 from vaezoo.models import list_models
 
 CPU = torch.device("cpu")
@@ -244,7 +244,7 @@ def test_bad_input_is_a_clear_error(kwargs, match):
 
 
 def test_config_round_trips_through_json():
-    from vaezoo.config import from_dict, to_dict
+    from vaezoo.core.configs import from_dict, to_dict
 
     cfg = ThroughputConfig(models=("vae", "iwae"), batch_sizes=(32, 4096), precisions=("fp32",), windows=3)
     assert from_dict(ThroughputConfig, to_dict(cfg)) == cfg
@@ -365,7 +365,7 @@ def test_failing_contender_is_recorded_not_fatal(monkeypatch):
 def test_isolated_mode_keeps_one_contender_alive_at_a_time(monkeypatch, isolated):
     """The eager mode stands in for cudagraph (CUDA only): isolated, its vaezoo and plain steps are never
     alive together, and both are still measured; not isolated, both are alive while windows interleave."""
-    from vaezoo.bench import throughput
+    from vaezoo.bench.throughput import measure
 
     alive: set[int] = set()
     seen: list[int] = []
@@ -382,7 +382,7 @@ def test_isolated_mode_keeps_one_contender_alive_at_a_time(monkeypatch, isolated
             return self.inner()
 
     monkeypatch.setitem(MODES, "eager", Tracked)
-    monkeypatch.setattr(throughput, "ISOLATED_MODES", frozenset({"eager"} if isolated else ()))
+    monkeypatch.setattr(measure, "ISOLATED_MODES", frozenset({"eager"} if isolated else ()))
     cfg = ThroughputConfig(
         models=("vae",), backbones=("mlp",), batch_sizes=(8,), modes=("eager",), windows=2, window_s=0.01, warmup_s=0
     )

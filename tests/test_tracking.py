@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from vaezoo.errors import VaezooError
-from vaezoo.runconfig import resolve_config
-from vaezoo.train import train
+from vaezoo.core.errors import VaezooError
+from vaezoo.training.config import resolve_config
+from vaezoo.training.loop import train
 
 CFG = {"model": {"hidden": [32], "latent_dim": 4}, "data": {"name": "digits"}, "batch_size": 32, "steps": 30,
        "eval_every": 30, "checkpoint_every": 30, "log_every": 10, "eval_k": 4}

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaezoo.checkpoint import load_checkpoint
-from vaezoo.errors import TrainingDiverged, VaezooError
-from vaezoo.runconfig import resolve_config
-from vaezoo.train import train
+from vaezoo.core.errors import TrainingDiverged, VaezooError
+from vaezoo.training.config import resolve_config
+from vaezoo.training.loop import train
+from vaezoo.training.rundir import load_checkpoint
 
 SMALL = {"model": {"hidden": [64, 32], "latent_dim": 8}, "data": {"name": "digits"}, "batch_size": 32,
          "eval_every": 100, "log_every": 20, "eval_k": 8}
@@ -78,16 +78,16 @@ def test_sigkill_then_resume_ends_bit_identical(tmp_path):
     kill_at = 100  # the first checkpoint: the child dies right after writing it, never at a racy moment
     argv = ["train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
     # The child kills itself from inside the save, so where it dies is fixed, not a matter of polling speed.
-    # train.py did `from vaezoo.checkpoint import save_checkpoint`, so the name to patch is vaezoo.train's.
+    # train.py did `from vaezoo.training.rundir import save_checkpoint`, so the name to patch is vaezoo.training.loop's.
     child = f"""
 import os, signal, sys
-import vaezoo.train
-real_save = vaezoo.train.save_checkpoint
+import vaezoo.training.loop
+real_save = vaezoo.training.loop.save_checkpoint
 def save_then_die(path, state):
     real_save(path, state)
     if state["step"] == {kill_at}:
         os.kill(os.getpid(), signal.SIGKILL)
-vaezoo.train.save_checkpoint = save_then_die
+vaezoo.training.loop.save_checkpoint = save_then_die
 from vaezoo.cli import main
 sys.exit(main({argv!r}))
 """
@@ -157,8 +157,8 @@ def test_ae_trains_on_reconstruction(tmp_path):
 
 def _as_older_version(run_dir: Path, key: tuple[str, str]) -> None:
     """Rewrite a run as a vaezoo from before config key ``key`` existed would have written it."""
-    from vaezoo.checkpoint import save_checkpoint
-    from vaezoo.config import config_hash
+    from vaezoo.core.configs import config_hash
+    from vaezoo.training.rundir import save_checkpoint
 
     path = run_dir / "config.json"
     data = json.loads(path.read_text())
@@ -171,12 +171,12 @@ def _as_older_version(run_dir: Path, key: tuple[str, str]) -> None:
 
 
 def test_a_run_from_before_a_new_config_key_still_loads_but_does_not_resume(tmp_path):
-    from vaezoo.train import load_run_model
+    from vaezoo.training import load_run_model
 
     train(small(steps=20), tmp_path / "old", track=False, progress=False)
     _as_older_version(tmp_path / "old", ("optim", "fused"))
     from exporters.export import run_metadata
-    from vaezoo.evaluate_run import evaluate_run
+    from vaezoo.training.evaluate import evaluate_run
 
     recorded = json.loads((tmp_path / "old" / "config.json").read_text())["config_hash"]
     model, cfg = load_run_model(tmp_path / "old")  # eval, sample and export still work on it
@@ -189,7 +189,7 @@ def test_a_run_from_before_a_new_config_key_still_loads_but_does_not_resume(tmp_
 
 
 def test_an_edited_config_json_is_refused(tmp_path):
-    from vaezoo.train import load_run_model
+    from vaezoo.training import load_run_model
 
     train(small(steps=20), tmp_path / "run", track=False, progress=False)
     path = tmp_path / "run" / "config.json"

@@ -16,8 +16,9 @@ from pathlib import Path
 import click
 import torch
 
-from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write_text, make_dir
+from vaezoo.cli.options import tracking_options
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import atomic_write_text, make_dir
 
 VARIANTS = {  # label -> (model name, objective overrides)
     "ae": ("ae", {}),
@@ -45,7 +46,7 @@ def dead_zone_fraction(train_codes: torch.Tensor, heldout_codes: torch.Tensor, p
 
 @torch.no_grad()
 def measure(model, x_train: torch.Tensor, x_test: torch.Tensor, seed: int = 0, n_prior: int = 2000) -> dict:
-    from vaezoo.evaluate import posterior_stats
+    from vaezoo.training.evaluate import posterior_stats
 
     g = torch.Generator().manual_seed(seed)
     prior = torch.randn(n_prior, model.latent_dim, generator=g)
@@ -60,11 +61,11 @@ def measure(model, x_train: torch.Tensor, x_test: torch.Tensor, seed: int = 0, n
     return out
 
 
-def run_claims(dataset: str, steps: int, seed: int, out_dir: Path, track: bool) -> dict:
+def run_claims(dataset: str, steps: int, seed: int, out_dir: Path, track: bool, tracking_uri: str | None = None) -> dict:
     from vaezoo import tracking
     from vaezoo.data import DATASET_SHAPES, eval_binarized, load_dataset
-    from vaezoo.runconfig import resolve_config
-    from vaezoo.train import load_run_model, train
+    from vaezoo.training import load_run_model, train
+    from vaezoo.training.config import resolve_config
 
     if dataset not in DATASET_SHAPES or dataset == "linear-gaussian":
         raise VaezooError(f"claims need an image dataset: mnist5k, digits or mnist, got '{dataset}'")
@@ -90,7 +91,7 @@ def run_claims(dataset: str, steps: int, seed: int, out_dir: Path, track: bool) 
     summary = {"dataset": dataset, "steps": steps, "seed": seed, "results": results}
     atomic_write_text(out_dir / "claims.json", json.dumps(summary, indent=2))
     atomic_write_text(out_dir / "claims.md", markdown(summary))
-    tracker = tracking.start(track, "claims")
+    tracker = tracking.start(track, "claims", tracking_uri)
     tracker.log_params({"dataset": dataset, "steps": steps, "seed": seed})
     for i, (label, r) in enumerate(results.items()):
         tracker.log_metrics({f"{label.replace(' ', '_').replace('=', '')}.{k}": v for k, v in r.items()}, i)
@@ -114,8 +115,8 @@ def markdown(summary: dict) -> str:
 @click.option("--steps", type=int, default=1500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", default=None, help="Output folder. [runs/claims-<time>]")
-@click.option("--no-track", is_flag=True)
-def claims_command(dataset, steps, seed, out_dir, no_track) -> None:
+@tracking_options
+def claims_command(dataset, steps, seed, out_dir, no_track, tracking_uri) -> None:
     """Measure the tutorial's claims: AE dead zones, KL pulling mu->0 and sigma->1, beta>>1 collapse."""
     if steps <= 0:
         raise VaezooError(f"--steps must be > 0, got {steps}")
@@ -123,6 +124,6 @@ def claims_command(dataset, steps, seed, out_dir, no_track) -> None:
     if out.exists() and any(out.iterdir()):
         raise VaezooError(f"output folder '{out}' already exists and is not empty")
     make_dir(out)
-    summary = run_claims(dataset, steps, seed, out, track=not no_track)
+    summary = run_claims(dataset, steps, seed, out, track=not no_track, tracking_uri=tracking_uri)
     click.echo(markdown(summary))
     click.echo(f"written: {out / 'claims.json'}, {out / 'claims.md'}")

@@ -28,19 +28,19 @@ import torch.distributed as dist
 from torch import nn
 
 from vaezoo.bench import timing
+from vaezoo.bench.results import write_csv
 from vaezoo.bench.throughput import (
     TrainParts,
     environment,
     get_precision,
-    merge_csv,
     synthetic_batch,
     train_config,
     train_step,
     vaezoo_parts,
 )
-from vaezoo.clitools import run_click
-from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write_text, make_dir
+from vaezoo.cli.run import run_click
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import atomic_write_text, make_dir
 
 
 class ObjectiveLoss(nn.Module):
@@ -61,7 +61,7 @@ def backend_for(device: torch.device) -> str:
 
 def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment; a lone process becomes a world of one."""
-    from vaezoo.provenance import resolve_device
+    from vaezoo.tracking.provenance import resolve_device
 
     device = resolve_device(device_name)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -85,7 +85,7 @@ def ddp_parts(tcfg, x: torch.Tensor, rank: int) -> TrainParts:
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from vaezoo.data import Dataset
-    from vaezoo.train import build
+    from vaezoo.training.loop import build
 
     model, objective, optimizer = build(tcfg, Dataset("synthetic", x.cpu(), x[:1].cpu()), x.device)
     model.to(x.dtype).train()  # in place: the optimizer keeps the same parameter objects
@@ -249,9 +249,7 @@ def _report(summary: dict, out: str | None, out_dir: str | None) -> None:
         atomic_write_text(out, json.dumps(summary, indent=2) + "\n")
     if out_dir:
         path = Path(out_dir) / f"ddp-{summary['precision']}-{summary['csv_stem']}.csv"
-        merge_csv(
-            path, [summary], ("model", "backbone", "batch_size", "world_size", "threads_per_process"), DDP_COLUMNS
-        )
+        write_csv(path, [summary], DDP_COLUMNS, ("model", "backbone", "batch_size", "world_size", "threads_per_process"))
         click.echo(f"written: {path}")
 
 

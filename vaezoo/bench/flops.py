@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def _linear(m: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> int:

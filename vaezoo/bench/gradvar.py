@@ -19,8 +19,9 @@ from pathlib import Path
 import click
 import torch
 
-from vaezoo.errors import VaezooError
-from vaezoo.io import make_dir
+from vaezoo.cli.options import comma_ints, comma_list, tracking_options
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import make_dir
 
 # A few minutes on 2 CPU cores for the 1.1M-parameter reference VAE: the figures the issue asks for,
 # with fewer draws (wider intervals) and two estimators.
@@ -47,15 +48,14 @@ class Source:
 
 
 def _user_config(config_file: str | None, sets: tuple[str, ...], dataset: str | None) -> dict:
-    from vaezoo.bench.main import REFERENCE
-    from vaezoo.cli import _merge, _set_path, apply_sets
-    from vaezoo.config import read_json_object
+    from vaezoo.core.configs import apply_sets, merge, read_json_object, set_path
+    from vaezoo.training.config import REFERENCE
 
     user = copy.deepcopy(REFERENCE)
     if config_file:
-        user = _merge(user, read_json_object(config_file, "config file"))
+        user = merge(user, read_json_object(config_file, "config file"))
     if dataset:
-        _set_path(user, "data.name", dataset)
+        set_path(user, "data.name", dataset)
     apply_sets(user, sets)
     return user
 
@@ -64,11 +64,11 @@ def load_source(
     run_dir: str | None, user: dict | None, train_steps: int, device: str, out: Path, progress: bool = False
 ) -> Source:
     """A run's checkpoint; or a fresh model from a config (the reference VAE by default), optionally
-    trained ``train_steps`` steps by vaezoo.train into ``out/trained`` (the same loop as ``vaezoo train``)."""
+    trained ``train_steps`` steps by vaezoo.training.loop into ``out/trained`` (the same loop as ``vaezoo train``)."""
     from vaezoo.data import load_dataset
-    from vaezoo.provenance import resolve_device
-    from vaezoo.runconfig import resolve_for_dataset
-    from vaezoo.train import RunDir, build, load_run, load_run_model, train
+    from vaezoo.tracking.provenance import resolve_device
+    from vaezoo.training import RunDir, build, load_run, load_run_model, train
+    from vaezoo.training.config import resolve_for_dataset
 
     dev = resolve_device(device)
     ds = None  # loaded once: the untrained fresh model needs it for build, and every path for the draws
@@ -160,11 +160,11 @@ def run_gradvar(
 ) -> dict:
     """Load the model (``source_fn(out)`` -> Source), run the study, write every output, log one MLflow run."""
     from vaezoo import tracking
-    from vaezoo.config import to_dict
+    from vaezoo.core.configs import to_dict
     from vaezoo.gradnoise import report
     from vaezoo.gradnoise.analysis import analyse
     from vaezoo.gradnoise.measure import run_study, select_data
-    from vaezoo.provenance import provenance, resolve_device
+    from vaezoo.tracking.provenance import provenance, resolve_device
 
     dev = resolve_device(device)
     if out.exists() and any(out.iterdir()):
@@ -218,7 +218,8 @@ def run_gradvar(
     }
 
 
-def quick_study(run_dir: str | Path, out: str | Path | None = None, track: bool = True, progress: bool = False) -> dict:
+def quick_study(run_dir: str | Path, out: str | Path | None = None, track: bool = True, progress: bool = False,
+                tracking_uri: str | None = None) -> dict:
     """The ``--quick`` study on a trained run (what ``make bench`` calls after training the reference VAE)."""
     from vaezoo.gradnoise.measure import GradVarConfig
 
@@ -229,21 +230,9 @@ def quick_study(run_dir: str | Path, out: str | Path | None = None, track: bool 
         target,
         device="cpu",
         track=track,
+        tracking_uri=tracking_uri,
         progress=progress,
     )
-
-
-def _ints(text: str | None, name: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
-    except ValueError:
-        raise VaezooError(f"{name} must be comma-separated integers, got '{text}'") from None
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(t for t in text.replace(" ", "").split(",") if t)
 
 
 @click.command("gradvar")
@@ -296,10 +285,7 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 )
 @click.option("--quick", is_flag=True, help="The small grid make bench runs (explicit options still win).")
 @click.option("--no-progress", is_flag=True)
-@click.option("--no-track", is_flag=True, help="Do not log to MLflow.")
-@click.option(
-    "--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns)."
-)
+@tracking_options
 def gradvar_command(
     run_dir,
     config_file,
@@ -315,7 +301,7 @@ def gradvar_command(
     **grid,
 ) -> None:
     """Gradient variance and SNR vs batch size, samples per z and estimator, per network."""
-    from vaezoo.config import from_dict
+    from vaezoo.core.configs import from_dict
     from vaezoo.gradnoise.measure import GradVarConfig
 
     if run_dir is not None and (config_file or sets or dataset or train_steps):
@@ -326,10 +312,10 @@ def gradvar_command(
         raise VaezooError(f"--train-steps must be >= 0, got {train_steps}")
     values = dict(QUICK) if quick else {}
     parsed = {
-        "batch_sizes": _ints(grid["batch_sizes"], "--batch-sizes"),
-        "ks": _ints(grid["ks"], "--ks"),
-        "bounds": _names(grid["bounds"]),
-        "estimators": _names(grid["estimators"]),
+        "batch_sizes": comma_ints(grid["batch_sizes"], "--batch-sizes"),
+        "ks": comma_ints(grid["ks"], "--ks"),
+        "bounds": comma_list(grid["bounds"], "--bounds"),
+        "estimators": comma_list(grid["estimators"], "--estimators"),
         "kl": grid["kl"],
         "design": grid["design"],
         "k_sweep_batch": grid["k_sweep_batch"],
@@ -338,7 +324,7 @@ def gradvar_command(
         "split": False if grid["no_split"] else None,
         "pool": grid["pool"],
         "pool_groups": grid["pool_groups"],
-        "two_batch": _ints(grid["two_batch"], "--two-batch"),
+        "two_batch": comma_ints(grid["two_batch"], "--two-batch"),
         "bootstrap": grid["bootstrap"],
         "replacement": False if grid["without_replacement"] else None,
         "data_limit": grid["data_limit"],

@@ -1,8 +1,7 @@
 """The main job behind ``make bench``: train the reference VAE on mnist5k, evaluate it, draw samples,
 log everything to the local MLflow store, and print where it all is.
 
-Reference VAE: Bernoulli-logit MLP, 784-512-256 ReLU -> 32-d Gaussian latent, mirror decoder, Adam 1e-3,
-batch 128, one z sample, closed-form KL (the model of shared/ANCHORS.md).
+The reference run is ``vaezoo.training.config.REFERENCE``.
 """
 
 from __future__ import annotations
@@ -13,17 +12,17 @@ from pathlib import Path
 
 import click
 
-from vaezoo.errors import VaezooError
+from vaezoo.cli.options import tracking_options
+from vaezoo.core.errors import VaezooError
 
-REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000}
 
-
-def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples: int = 5000, track: bool = True) -> dict:
+def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples: int = 5000, track: bool = True,
+             uri: str | None = None) -> dict:
     from vaezoo.data import DATASET_SHAPES
-    from vaezoo.evaluate_run import evaluate_run
-    from vaezoo.runconfig import resolve_config
     from vaezoo.tracking import tracking_uri
-    from vaezoo.train import train
+    from vaezoo.training.config import REFERENCE, resolve_config
+    from vaezoo.training.evaluate import evaluate_run
+    from vaezoo.training.loop import train
 
     user = copy.deepcopy(REFERENCE)  # the caller's changes must not touch REFERENCE
     if steps is not None:
@@ -32,9 +31,9 @@ def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples:
     cfg = resolve_config(user, DATASET_SHAPES["mnist5k"])
     run_dir = Path(out_root) / f"vae-mnist5k-{time.strftime('%Y%m%d-%H%M%S')}-{cfg.hash[:8]}"
     t0 = time.perf_counter()
-    train(cfg, run_dir, track=track)
+    train(cfg, run_dir, track=track, tracking_uri=uri)
     t_train = time.perf_counter() - t0
-    report, eval_path = evaluate_run(run_dir, k=64, is_samples=is_samples, track=track)
+    report, eval_path = evaluate_run(run_dir, k=64, is_samples=is_samples, track=track, tracking_uri=uri)
     grids = (run_dir / "samples.png", run_dir / "samples-recon.png")  # written by train()
     summary = {
         "run_dir": str(run_dir),
@@ -46,18 +45,18 @@ def main_job(out_root: str = "runs/bench", steps: int | None = None, is_samples:
         "active_units": report["active_units"],
         "eval_json": str(eval_path),
         "samples": [str(p) for p in grids],
-        "mlflow": tracking_uri() if track else "off",
+        "mlflow": tracking_uri(uri) if track else "off",
     }
-    summary["gradvar"] = _quick_gradvar(run_dir, track)
+    summary["gradvar"] = _quick_gradvar(run_dir, track, uri)
     return summary
 
 
-def _quick_gradvar(run_dir: Path, track: bool) -> str:
+def _quick_gradvar(run_dir: Path, track: bool, uri: str | None) -> str:
     """The quick gradient-variance study on the model just trained; if it fails, the main job's summary still prints."""
     try:
         from vaezoo.bench.gradvar import quick_study
 
-        return quick_study(run_dir, track=track)["paths"]["summary"]
+        return quick_study(run_dir, track=track, tracking_uri=uri)["paths"]["summary"]
     except Exception as exc:  # any failure here is reported in the summary, not raised
         return f"failed ({type(exc).__name__}: {exc})"
 
@@ -66,12 +65,12 @@ def _quick_gradvar(run_dir: Path, track: bool) -> str:
 @click.option("--steps", type=int, default=None, help="Training steps (default 3000).")
 @click.option("--is-samples", type=int, default=5000, show_default=True)
 @click.option("--out-root", default="runs/bench", show_default=True)
-@click.option("--no-track", is_flag=True)
-def main_command(steps, is_samples, out_root, no_track) -> None:
+@tracking_options
+def main_command(steps, is_samples, out_root, no_track, tracking_uri) -> None:
     """The main job: train, evaluate and sample the reference VAE on mnist5k."""
     if steps is not None and steps <= 0:
         raise VaezooError(f"--steps must be > 0, got {steps}")
-    s = main_job(out_root, steps, is_samples, track=not no_track)
+    s = main_job(out_root, steps, is_samples, track=not no_track, uri=tracking_uri)
     click.echo("\n== vaezoo main job: reference VAE on mnist5k ==")
     click.echo(f"test ELBO                      {s['test_elbo']:.2f} nats")
     click.echo(f"test IWAE bound (K=64)         {s['test_iwae_k64']:.2f} nats")

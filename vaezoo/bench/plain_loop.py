@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 LOG_2PI = math.log(2 * math.pi)
 

@@ -10,11 +10,8 @@ across machines or runs.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-import re
 import subprocess
 import sys
 import tempfile
@@ -23,8 +20,9 @@ from pathlib import Path
 
 import click
 
-from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write_text, make_dir
+from vaezoo.bench.results import slug, write_csv
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import make_dir
 
 BACKENDS = ("ort-fp32", "ort-int8", "torch")
 FIELDS = ["decoder", "backend", "batch", "threads", "calls", "images_per_s", "p50_ms", "p99_ms", "mean_ms",
@@ -94,18 +92,14 @@ def worker_main(spec_json: str) -> None:
 # ---------------------------------------------------------------- parent
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-
 def results_name(threads: int) -> str:
     """timm-style file name: the environment that produced the numbers."""
     from importlib import metadata
 
-    from vaezoo.provenance import cpu_model
+    from vaezoo.tracking.provenance import cpu_model
 
     vers = {p: metadata.version(p) for p in ("onnxruntime", "torch")}
-    return f"sampling-{_slug(cpu_model())}-ort{vers['onnxruntime']}-torch{vers['torch'].split('+')[0]}-t{threads}.csv"
+    return f"sampling-{slug(cpu_model())}-ort{vers['onnxruntime']}-torch{vers['torch'].split('+')[0]}-t{threads}.csv"
 
 
 def prepare(decoder: str, work: Path, cache: str | Path | None = None) -> dict:
@@ -121,7 +115,7 @@ def prepare(decoder: str, work: Path, cache: str | Path | None = None) -> dict:
     dec = Decoder(decoder, cache=cache)
     if dec.metadata.get("precision", "fp32") != "fp32":
         raise VaezooError(f"'{decoder}' is not an fp32 decoder graph; the benchmark quantises it itself")
-    int8_path = work / f"{_slug(Path(str(dec.path)).stem)}-int8.onnx"
+    int8_path = work / f"{slug(Path(str(dec.path)).stem)}-int8.onnx"
     onnx.save(to_int8(onnx.load(str(dec.path)), "quint8"), str(int8_path))
     z = np.random.default_rng(1).standard_normal((1024, dec.latent_dim), dtype=np.float32)
     q = ort.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"]).run(["x"], {"z": z})[0]
@@ -163,18 +157,14 @@ def sampling_bench(decoders: list[str], batches: list[int], backends: list[str],
                     err = files["int8_err"] if backend == "ort-int8" else ""
                     rows.append({"decoder": decoder, **r, "threads": threads, "max_abs_err_vs_fp32": err})
     path = Path(out_dir) / results_name(threads)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=FIELDS, extrasaction="ignore")
-    w.writeheader()
-    w.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-    atomic_write_text(path, buf.getvalue())
+    write_csv(path, rows, FIELDS)
     tracker = tracking.start(track, "bench-sampling", tracking_uri)
     tracker.log_params({"decoders": ",".join(decoders), "batches": ",".join(map(str, batches)),
                         "backends": ",".join(backends), "threads": threads, "min_time_s": min_time, "int8": "dynamic QUInt8"})
     if track:
         import torch
 
-        from vaezoo.provenance import provenance
+        from vaezoo.tracking.provenance import provenance
 
         tracker.set_tags(provenance(torch.device("cpu"), 0))
     tracker.log_metrics({f"{r['decoder']}.{r['backend']}.b{r['batch']}.{m}": r[m] for r in rows

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 clock: Callable[[], float] = time.perf_counter  # module attribute, so a test can watch the reads
 

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data import binarize_batch, eval_binarized
-from vaezoo.errors import VaezooError
 from vaezoo.gradnoise import stats
 from vaezoo.gradnoise.pergrad import NETWORKS, DrawGradients
 from vaezoo.objectives import ESTIMATORS, ObjectiveConfig
 from vaezoo.objectives.bounds import BOUNDS
-from vaezoo.progress import bar as progress_bar
 
 MODEL = "model"  # encoder and decoder together, for the additive figures (traces, squared norms)
 MAX_DRAWS = 8192  # the bootstrap keeps an R x R Gram matrix per network (float64)
@@ -68,6 +68,11 @@ class GradVarConfig:
     chunk_mb: int = 256
 
     def __post_init__(self) -> None:
+        self._check_grid()
+        self._check_plan()
+
+    def _check_grid(self) -> None:
+        """The cells: B and K (sorted, deduplicated), and bound/estimator pairs that apply to each other."""
         for name in ("batch_sizes", "ks", "bounds", "estimators"):
             if not getattr(self, name):
                 raise VaezooError(f"empty grid: no {name.replace('_', ' ')} given")
@@ -91,6 +96,9 @@ class GradVarConfig:
                 )
         for bound, est in self.combos():  # the objective's own checks (kl mode per estimator)
             ObjectiveConfig(bound=bound, estimator=est, k=self.ks[-1], kl=self.kl)
+
+    def _check_plan(self) -> None:
+        """How the cells are sampled: design, draws, the split, the pool, the two-batch pair, chunking."""
         if self.design not in DESIGNS:
             raise VaezooError(f"design must be one of {', '.join(DESIGNS)}, got '{self.design}'")
         if self.k_sweep_batch < 1:

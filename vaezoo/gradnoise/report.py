@@ -11,11 +11,11 @@ import json
 import math
 from pathlib import Path
 
-from vaezoo.config import to_dict
+from vaezoo.core.configs import to_dict
+from vaezoo.core.io import atomic_write_bytes, atomic_write_text
 from vaezoo.gradnoise.analysis import Analysis, k_sweep_batch, split_at, sweep
 from vaezoo.gradnoise.measure import MODEL, Study
 from vaezoo.gradnoise.pergrad import NETWORKS
-from vaezoo.io import atomic_write_bytes, atomic_write_text
 
 FORMAT = "vaezoo-gradvar-1"
 STAT_NOTES = {
@@ -323,11 +323,18 @@ def _errorbar(ax, xs, cells, net, name, **kw) -> str | None:
 
 
 def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
+    """The study's figures: variance vs B, SNR vs K, the data/latent split (when measured), the noise scale."""
+    paths = [_plot_variance_vs_b(study, analysis, out), _plot_snr_vs_k(study, analysis, out)]
+    paths += _plot_decompositions(study, analysis, out)
+    paths.append(_plot_noise_scale(study, analysis, out))
+    return paths
+
+
+def _plot_variance_vs_b(study: Study, analysis: Analysis, out: Path) -> Path:
+    """tr Cov[g] against B per network, with the slope -1 of independent examples."""
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas on save
 
-    paths = []
     combos = study.cfg.combos()
-    # variance vs B
     fig = Figure(figsize=(4.2 * 3, 3.6), layout="constrained")
     for ax, net in zip(fig.subplots(1, 3), (*NETWORKS, MODEL)):
         for bound, est in combos:
@@ -344,8 +351,14 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
             xscale="log", yscale="log", xlabel="batch size B", ylabel="tr Cov[g]", title=f"{net}, K={study.cfg.k_base}"
         )
         ax.legend(fontsize=6)
-    paths.append(_save(fig, out / "variance_vs_B.png"))
-    # SNR vs K
+    return _save(fig, out / "variance_vs_B.png")
+
+
+def _plot_snr_vs_k(study: Study, analysis: Analysis, out: Path) -> Path:
+    """Mean SNR over parameters against K per network, with the 1/sqrt(R) floor of R draws."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas on save
+
+    combos = study.cfg.combos()
     floor = 1 / math.sqrt(study.cfg.draws)
     fig = Figure(figsize=(4.2 * 2, 3.6), layout="constrained")
     for ax, net in zip(fig.subplots(1, 2), NETWORKS):
@@ -363,8 +376,15 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
             title=f"{net}, B={k_sweep_batch(study)}",
         )
         ax.legend(fontsize=6)
-    paths.append(_save(fig, out / "snr_vs_K.png"))
-    # data/latent decomposition, one figure per (bound, estimator)
+    return _save(fig, out / "snr_vs_K.png")
+
+
+def _plot_decompositions(study: Study, analysis: Analysis, out: Path) -> list[Path]:
+    """Total, data and latent variance against B and K, one figure per (bound, estimator)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas on save
+
+    combos = study.cfg.combos()
+    paths = []
     if study.cfg.split:
         for bound, est in combos:
             fig = Figure(figsize=(4.2 * 2, 3.4 * 2), layout="constrained")
@@ -382,7 +402,14 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
                     )
                     ax.legend(fontsize=6)
             paths.append(_save(fig, out / f"decomposition_{bound}_{est}.png"))
-    # noise scale per cell vs the per-example estimate
+    return paths
+
+
+def _plot_noise_scale(study: Study, analysis: Analysis, out: Path) -> Path:
+    """B_simple per cell against B, beside the per-example (pooled) estimate."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas on save
+
+    combos = study.cfg.combos()
     fig = Figure(figsize=(5, 3.6), layout="constrained")
     ax = fig.subplots()
     pooled = {(r["bound"], r["estimator"]): r["networks"][MODEL]["b_simple"]["value"] for r in analysis.pooled}
@@ -396,8 +423,7 @@ def plots(study: Study, analysis: Analysis, out: Path) -> list[Path]:
         xscale="log", yscale="log", xlabel="batch size B", ylabel="B_simple (whole model)", title="simple noise scale"
     )
     ax.legend(fontsize=6)
-    paths.append(_save(fig, out / "noise_scale.png"))
-    return paths
+    return _save(fig, out / "noise_scale.png")
 
 
 def write_all(study: Study, analysis: Analysis, meta: dict, out: Path) -> tuple[dict[str, Path], dict]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from vaezoo.distributions import PointMass
 from vaezoo.models.config import ModelConfig
+from vaezoo.models.distributions import PointMass
 from vaezoo.models.registry import register_model
 from vaezoo.models.vae import LatentModel
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 from vaezoo.models.config import ModelConfig
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {

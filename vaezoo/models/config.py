@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 # The names of vaezoo.models.backbones.BACKBONES, listed here because backbones.py imports this module (a
 # circular import otherwise); tests/test_models.py checks the two agree.

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from vaezoo.distributions import bernoulli_logits_log_prob, gaussian_log_prob
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.models.distributions import bernoulli_logits_log_prob, gaussian_log_prob
 
 
 class BernoulliLikelihood(nn.Module):

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from vaezoo.config import from_dict
-from vaezoo.errors import VaezooError
+from vaezoo.core.configs import from_dict
+from vaezoo.core.errors import VaezooError
 from vaezoo.models.config import ModelConfig
 
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaezoo.distributions import DiagonalGaussian, standard_normal_log_prob
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 from vaezoo.models.backbones import build_backbone, output_layer
 from vaezoo.models.config import ModelConfig
+from vaezoo.models.distributions import DiagonalGaussian, standard_normal_log_prob
 from vaezoo.models.likelihoods import LIKELIHOODS
 from vaezoo.models.registry import register_model
 

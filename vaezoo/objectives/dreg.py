@@ -10,18 +10,22 @@ the encoder nothing. It costs a second decoder pass, and stays a pure function (
 
 from __future__ import annotations
 
+from vaezoo.objectives.base import Estimate, Estimator
 from vaezoo.objectives.bounds import normalised_weights
-from vaezoo.objectives.parts import Estimate, log_weight
+from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
 
 
-class DReG:
+class DReG(Estimator):
+    """Doubly reparameterised encoder gradient of the IWAE bound; the ordinary IWAE gradient for the decoder.
+
+    Reference: Tucker, Lawson, Gu & Maddison, Doubly Reparameterized Gradient Estimators for Monte Carlo
+    Objectives, ICLR 2019.
+    """
+
     name = "dreg"
     bounds = ("iwae",)
     kl_modes = ("mc",)
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)

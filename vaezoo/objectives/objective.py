@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.objectives.base import Estimate
 from vaezoo.objectives.bounds import BOUNDS
 from vaezoo.objectives.dreg import DReG
-from vaezoo.objectives.parts import Estimate
 from vaezoo.objectives.reparam import Reparam
 from vaezoo.objectives.score import Score
 from vaezoo.objectives.stl import STL
@@ -45,6 +45,10 @@ class ObjectiveConfig:
             raise VaezooError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.kl not in ("auto", "analytic", "mc"):
             raise VaezooError(f"kl must be auto, analytic or mc, got '{self.kl}'")
+        self._check_pair()
+
+    def _check_pair(self) -> None:
+        """The bound and the estimator apply to each other; 'auto' KL becomes the estimator's first mode."""
         if self.bound == "recon":
             if self.estimator != "reparam" or self.k != 1:
                 raise VaezooError(
@@ -111,8 +115,8 @@ class Objective:
         return self.estimator(model, x, model.encode(x), eps, BOUNDS[self.cfg.bound])
 
     def state_dict(self) -> dict:
-        return self.estimator.state_dict() if hasattr(self.estimator, "state_dict") else {}
+        return self.estimator.state_dict() if self.estimator is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        if hasattr(self.estimator, "load_state_dict"):
+        if self.estimator is not None:
             self.estimator.load_state_dict(state)

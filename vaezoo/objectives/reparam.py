@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from vaezoo.distributions import DiagonalGaussian
-from vaezoo.objectives.parts import Estimate, LogWeight, kl_terms, log_weight
+from vaezoo.models.distributions import DiagonalGaussian
+from vaezoo.objectives.base import Estimate, Estimator
+from vaezoo.objectives.log_weights import LogWeight, kl_terms, log_weight
 
 
 def reparameterise(q: DiagonalGaussian, eps: torch.Tensor) -> torch.Tensor:
@@ -17,15 +18,16 @@ def reparameterise(q: DiagonalGaussian, eps: torch.Tensor) -> torch.Tensor:
     return q.mu + q.sigma * eps
 
 
-class Reparam:
-    """Pathwise gradient of the chosen bound. With ``kl='analytic'`` the ELBO uses the closed-form KL."""
+class Reparam(Estimator):
+    """Pathwise gradient of the chosen bound. With ``kl='analytic'`` the ELBO uses the closed-form KL.
+
+    References: Kingma & Welling, Auto-Encoding Variational Bayes, ICLR 2014; Rezende, Mohamed & Wierstra,
+    Stochastic Backpropagation and Approximate Inference in Deep Generative Models, ICML 2014.
+    """
 
     name = "reparam"
     bounds = ("elbo", "iwae")
     kl_modes = ("analytic", "mc")
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)

@@ -9,20 +9,29 @@ from __future__ import annotations
 
 import torch
 
-from vaezoo.objectives.parts import Estimate, log_weight
+from vaezoo.objectives.base import Estimate, Estimator
+from vaezoo.objectives.log_weights import log_weight
+from vaezoo.objectives.reparam import reparameterise
 
 
-class Score:
+class Score(Estimator):
+    """Score-function gradient of the chosen bound, with an optional moving-average baseline.
+
+    References: Williams, Simple Statistical Gradient-Following Algorithms for Connectionist Reinforcement
+    Learning, Machine Learning 1992; Paisley, Blei & Jordan, Variational Bayesian Inference with Stochastic
+    Search, ICML 2012; Mnih & Gregor, Neural Variational Inference and Learning in Belief Networks, ICML 2014.
+    """
+
     name = "score"
     bounds = ("elbo", "iwae")
     kl_modes = ("analytic", "mc")
 
     def __init__(self, cfg) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.baseline: float | None = None
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
-        z = (q.mu + q.sigma * eps).detach()  # no path from z back to phi
+        z = reparameterise(q, eps).detach()  # no path from z back to phi
         log_q = q.log_prob(z)  # [K, B], carries grad_phi log q
         lw = log_weight(model, x, z, q)
         if self.cfg.kl == "analytic":

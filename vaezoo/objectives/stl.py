@@ -7,17 +7,22 @@ ELBO, and of zero variance when q equals the true posterior. Used with IWAE it i
 
 from __future__ import annotations
 
-from vaezoo.objectives.parts import Estimate, log_weight
+from vaezoo.objectives.base import Estimate, Estimator
+from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
 
 
-class STL:
+class STL(Estimator):
+    """Pathwise gradient with the score term dropped (log q evaluated at detached parameters).
+
+    References: Roeder, Wu & Duvenaud, Sticking the Landing: Simple, Lower-Variance Gradient Estimators for
+    Variational Inference, NeurIPS 2017; Tucker, Lawson, Gu & Maddison, Doubly Reparameterized Gradient
+    Estimators for Monte Carlo Objectives, ICLR 2019 (its bias with IWAE).
+    """
+
     name = "stl"
     bounds = ("elbo", "iwae")
     kl_modes = ("mc",)
-
-    def __init__(self, cfg) -> None:
-        self.cfg = cfg
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(pull(args.spec, args.cache_dir, progress=sys.stderr.isatty()))
         elif args.command == "sample":
+            from vaezoo.core.png import save_grid
             from vaezoo.runtime.decoder import Decoder
-            from vaezoo.runtime.png import save_grid_png
 
             if not args.out.lower().endswith(".png"):
                 raise VaezooError(f"--out must name a .png file, got '{args.out}'")
             dec = Decoder(args.source, intra_op_threads=args.threads, cache=args.cache_dir)
-            print(save_grid_png(args.out, dec.sample(args.n, seed=args.seed)))
+            print(save_grid(args.out, dec.sample(args.n, seed=args.seed)))
         else:
             from vaezoo.runtime.catalog import list_pretrained
 

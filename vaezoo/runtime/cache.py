@@ -3,7 +3,7 @@
 Why not pooch: it would bring requests, urllib3, certifi, idna, charset-normalizer and platformdirs into the
 service install, which the runtime keeps to numpy + onnxruntime. What pooch would do for us is done here in
 a few lines: stream to a temp file beside the target while hashing, check size and sha256, then
-``os.replace`` (via ``vaezoo.io.atomic_write``, which deletes the temp file on any failure or interrupt).
+``os.replace`` (via ``vaezoo.core.io.atomic_write``, which deletes the temp file on any failure or interrupt).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from vaezoo.errors import VaezooError
-from vaezoo.io import atomic_write, atomic_write_bytes
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import atomic_write, atomic_write_bytes
 
 CACHE_ENV = "VAEZOO_CACHE"
 CHUNK = 1 << 16

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from vaezoo.config import read_json_object
-from vaezoo.errors import VaezooError
+from vaezoo.core.configs import read_json_object
+from vaezoo.core.errors import VaezooError
 
 MANIFEST_FORMAT = "vaezoo-pretrained-1"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.[a-z0-9][a-z0-9_-]{0,63}$")

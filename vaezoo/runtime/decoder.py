@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 MAX_BATCH = 1 << 16  # 65,536 images of 28x28 are 205 MB of float32; larger requests are almost surely a bug
 METADATA_PREFIX = "vaezoo."

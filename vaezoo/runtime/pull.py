@@ -1,6 +1,6 @@
 """``pull``: resolve a shipped decoder name or a hash-pinned URL to a verified file in the cache.
 
-MLflow registry URIs (``models:/NAME@ALIAS``) need mlflow and are handled by ``vaezoo.pull``.
+MLflow registry URIs (``models:/NAME@ALIAS``) need mlflow and are handled by ``vaezoo.tracking.registry``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 from vaezoo.runtime.cache import cache_dir, copy_checked, download, is_valid
 from vaezoo.runtime.catalog import FILE_RE, check_file_name, pretrained_dir, pretrained_entry
 
@@ -63,7 +63,7 @@ def pull(spec: str, cache: str | os.PathLike | None = None, progress: bool = Fal
     if spec.startswith(("http://", "https://")):
         return pull_url(spec, cache, progress)
     if spec.startswith("models:/"):
-        raise VaezooError("models:/ URIs need mlflow: use `vaezoo pull` or vaezoo.pull.pull (pip install vaezoo[track])")
+        raise VaezooError("models:/ URIs need mlflow: use `vaezoo pull` or vaezoo.tracking.registry.pull (pip install vaezoo[track])")
     if "://" in spec:
         raise VaezooError(f"unsupported scheme in {spec!r}: pull takes a decoder name, an http(s) URL or models:/NAME@ALIAS")
     return pull_name(spec, cache, progress)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 BINARIZE_MODES = ("dynamic", "static", "none")
 
@@ -125,7 +125,7 @@ def load_mnist(cfg: DataConfig) -> Dataset:
 
 
 def load_linear_gaussian(cfg: DataConfig) -> Dataset:
-    from vaezoo.analytic import LinearGaussian
+    from vaezoo.data.linear_gaussian import LinearGaussian
 
     truth = LinearGaussian.default()
     g = torch.Generator().manual_seed(1234)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from vaezoo.errors import VaezooError
-from vaezoo.images import save_grid
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.png import save_grid
 
 MAX_GRID = 4096  # a 64 x 64 grid: more is not a picture anyone reads, and all of it is one batch
 

@@ -1,4 +1,4 @@
-"""The full, typed config of a training run, and how user choices resolve into it.
+"""The full, typed config of a training run, how user choices resolve into it, and the reference run.
 
 Resolution order: dataclass defaults < the model variant's objective defaults (e.g. IWAE's bound
 and K) < the user's values. The resolved config is explicit (no 'auto' left) and is hashed.
@@ -9,12 +9,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vaezoo.config import config_hash, from_dict, to_dict
+from vaezoo.core.configs import config_hash, from_dict, to_dict
+from vaezoo.core.errors import VaezooError
 from vaezoo.data import DataConfig
-from vaezoo.errors import VaezooError
 from vaezoo.models import ModelConfig, model_spec
 from vaezoo.objectives import ObjectiveConfig
-from vaezoo.provenance import DEVICES
+from vaezoo.tracking.provenance import DEVICES
+
+# The reference VAE of ``make bench`` and the gradient-variance study: Bernoulli-logit MLP, 784-512-256 ReLU ->
+# 32-d Gaussian latent, mirror decoder, Adam 1e-3, batch 128, one z sample, closed-form KL (the model of
+# shared/ANCHORS.md), as the user-level dict that resolve_config completes.
+REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000}
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Top-level commands for getting decoders out and back in: ``export``, ``pull``, ``pretrained``,
-``reproduce pretrained NAME``. Parse, validate, call ``exporters`` / ``vaezoo.pull``; no logic here."""
+``reproduce pretrained NAME``. Parse, validate, call ``exporters`` / ``vaezoo.tracking.registry``; no logic here."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import click
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def _default_opset() -> int:
@@ -59,9 +59,9 @@ def export_command(run, out, int8, int8_type, reduce_range, per_channel, fp16, s
         click.echo(_int8_row(row))
     click.echo(f"written: {out} ({report['size_bytes'] / 1e6:.2f} MB, sha256 {report['sha256']})")
     if register_name:
-        from vaezoo import tracking
+        from vaezoo.tracking.registry import register_onnx_model
 
-        info = tracking.register_onnx_model(out, register_name, alias, tracking_uri, tags={"vaezoo.run": str(run)})
+        info = register_onnx_model(out, register_name, alias, tracking_uri, tags={"vaezoo.run": str(run)})
         at = f"@{alias}" if alias else f"/{info['version']}"
         click.echo(f"registered: models:/{register_name}{at} (version {info['version']}, run {info['run_id']})")
 
@@ -76,9 +76,9 @@ def pull_command(spec, cache_dir, tracking_uri, no_progress) -> None:
 
     SPEC is a shipped name (mlp-vae.mnist5k), https://...#sha256=HEX, or models:/NAME@ALIAS.
     """
-    from vaezoo.pull import pull
+    from vaezoo.tracking.registry import pull_any
 
-    click.echo(str(pull(spec, cache_dir, progress=not no_progress, tracking_uri=tracking_uri)))
+    click.echo(str(pull_any(spec, cache_dir, progress=not no_progress, tracking_uri=tracking_uri)))
 
 
 @click.group("pretrained", invoke_without_command=True)
@@ -163,7 +163,4 @@ def reproduce_pretrained(name, work_dir, no_progress) -> None:
     click.echo(f"reproduced: {name}")
 
 
-def register(cli: click.Group) -> None:
-    """Add export, pull, pretrained and reproduce to the top-level ``vaezoo`` group."""
-    for command in (export_command, pull_command, pretrained_group, reproduce_group):
-        cli.add_command(command)
+COMMANDS = (export_command, pull_command, pretrained_group, reproduce_group)

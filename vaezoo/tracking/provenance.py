@@ -91,7 +91,7 @@ def device_name(device: torch.device) -> str:
 
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; any other name is a clear error here, before torch parses it."""
-    from vaezoo.errors import VaezooError
+    from vaezoo.core.errors import VaezooError
 
     if not (name in DEVICES or re.fullmatch(r"cuda:\d+", name)):
         raise VaezooError(f"unknown device '{name}'; choose from cpu, cuda (or cuda:N), auto")

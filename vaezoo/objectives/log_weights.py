@@ -1,4 +1,5 @@
-"""Pieces shared by the estimators: log-weights split into their terms, and an estimate's two outputs."""
+"""The log importance weights log w = log p(x|z) + log p(z) - log q(z|x), kept split into their terms
+(the beta-VAE weighting and the closed-form-KL estimators need the parts)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaezoo.distributions import DiagonalGaussian
-
-
-@dataclass
-class Estimate:
-    """``value``: the bound per datapoint [B] (what is logged); ``surrogate``: per datapoint [B],
-    whose gradient is the estimator's (the loss is -mean(surrogate)). Never log the surrogate."""
-
-    value: torch.Tensor
-    surrogate: torch.Tensor
-    kl: torch.Tensor | None = None  # closed-form KL per datapoint, where the estimator computed it anyway
+from vaezoo.models.distributions import DiagonalGaussian
 
 
 @dataclass

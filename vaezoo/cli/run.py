@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def run_click(command: click.Command, argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 
 def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:

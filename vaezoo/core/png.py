@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaezoo.io import atomic_write_bytes
+from vaezoo.core.io import atomic_write_bytes
 
 
 def grid(images: np.ndarray, ncol: int | None = None, pad: int = 1, scale: int = 2) -> np.ndarray:

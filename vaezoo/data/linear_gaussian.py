@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from vaezoo.distributions import LOG_2PI
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
+from vaezoo.models.distributions import LOG_2PI
 from vaezoo.models.vae import MIN_SCALE
 
 

@@ -1,4 +1,5 @@
-"""Typed configs: dataclasses that round-trip through JSON, with strict key checking and a content hash."""
+"""Typed configs: dataclasses that round-trip through JSON, with strict key checking and a content hash;
+and the user-level dict layer under them (``--set KEY=VALUE``, merging a file over defaults, diffs)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vaezoo.errors import VaezooError
+from vaezoo.core.errors import VaezooError
 
 T = TypeVar("T")
 
@@ -57,22 +58,6 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         )
     kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
     return cls(**kwargs)
-
-
-def replace_path(cfg: T, dotted: str, value: Any) -> T:
-    """Return a copy of ``cfg`` with the field at ``a.b.c`` set to ``value`` (validated)."""
-    data = to_dict(cfg)
-    node = data
-    keys = dotted.split(".")
-    for i, key in enumerate(keys[:-1]):
-        if not isinstance(node.get(key), dict):
-            raise VaezooError(f"unknown config key '{'.'.join(keys[: i + 1])}'")
-        node = node[key]
-    if keys[-1] not in node:
-        valid = ", ".join(sorted(node))
-        raise VaezooError(f"unknown config key '{dotted}'; valid keys here: {valid}")
-    node[keys[-1]] = value
-    return from_dict(type(cfg), data)
 
 
 def config_hash(cfg: Any) -> str:
@@ -131,6 +116,52 @@ def read_json_object(path, what: str) -> dict:
 
 def save_json(path, data: Any) -> None:
     """Write JSON atomically: a temp file beside the target, then os.replace."""
-    from vaezoo.io import atomic_write_text
+    from vaezoo.core.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON where it is JSON (numbers, lists, true), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def set_path(d: dict, dotted: str, value: Any) -> None:
+    """``d[a][b][c] = value`` for ``dotted`` = 'a.b.c', creating the mappings on the way."""
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise VaezooError(f"unknown config key '{dotted}'")
+    d[keys[-1]] = value
+
+
+def apply_sets(user: dict, sets: tuple[str, ...]) -> None:
+    """``--set KEY=VALUE`` options into ``user`` (values parsed as JSON where they are JSON)."""
+    for item in sets:
+        if "=" not in item:
+            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        set_path(user, key, parse_value(value))
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` laid over ``base``, mapping by mapping (neither is changed)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every dotted key whose value differs between ``a`` and ``b``."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    return out

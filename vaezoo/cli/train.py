@@ -1,62 +1,14 @@
-"""The ``vaezoo`` command line: parse, validate, call the library. No logic of its own.
-
-Every bad input ends in one line ``error: ...`` and exit code 2, before anything is written.
-"""
+"""``vaezoo train``, ``vaezoo eval`` and ``vaezoo sample``: parse, validate, call ``vaezoo.training``."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
-from vaezoo.clitools import run_click
-from vaezoo.errors import VaezooError
-
-
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _set_path(d: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        d = d.setdefault(k, {})
-        if not isinstance(d, dict):
-            raise VaezooError(f"unknown config key '{dotted}'")
-    d[keys[-1]] = value
-
-
-def apply_sets(user: dict, sets: tuple[str, ...]) -> None:
-    """``--set KEY=VALUE`` options into ``user`` (values parsed as JSON where they are JSON)."""
-    for item in sets:
-        if "=" not in item:
-            raise VaezooError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        _set_path(user, key, _parse_value(value))
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for k in keys:
-        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
-            out += _diff(a[k], b[k], f"{prefix}{k}.")
-        elif a.get(k) != b.get(k):
-            out.append(f"{prefix}{k}: {a.get(k)!r} -> {b.get(k)!r}")
-    return out
-
+from vaezoo.cli.options import tracking_options
+from vaezoo.core.errors import VaezooError
 
 # option name -> config path
 TRAIN_OPTIONS = {
@@ -87,38 +39,7 @@ TRAIN_OPTIONS = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="vaezoo")
-def cli() -> None:
-    """vaezoo: reference VAEs, their bounds and gradient estimators, and honest benchmarks."""
-
-
-@cli.command()
-def models() -> None:
-    """List the registered model variants."""
-    from vaezoo.models import list_models
-
-    for spec in list_models():
-        extra = f"  [objective defaults: {spec.objective_defaults}]" if spec.objective_defaults else ""
-        click.echo(f"{spec.name:10s} {spec.description}{extra}")
-
-
-@cli.command()
-def datasets() -> None:
-    """List the datasets (all usable offline)."""
-    from vaezoo.data import DATASET_NOTES
-
-    for name, note in DATASET_NOTES.items():
-        click.echo(f"{name:16s} {note}")
-
-
-def tracking_options(f):
-    f = click.option("--no-track", is_flag=True, help="Do not log to MLflow.")(f)
-    f = click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in ./mlruns).")(f)
-    return f
-
-
-@cli.command()
+@click.command()
 @click.option("--model", help="Model variant (see `vaezoo models`). [vae]")
 @click.option("--backbone", help="mlp | conv | linear. [mlp]")
 @click.option("--preset", help="burda: 784-200-200-50 tanh, output bias from the pixel mean.")
@@ -152,23 +73,23 @@ def tracking_options(f):
 @tracking_options
 def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
-    from vaezoo.config import read_json_object, to_dict
-    from vaezoo.runconfig import epochs_to_steps, resolve_for_dataset
-    from vaezoo.train import RunDir
-    from vaezoo.train import train as run_training
+    from vaezoo.core.configs import apply_sets, diff, merge, read_json_object, set_path, to_dict
+    from vaezoo.training import RunDir
+    from vaezoo.training import train as run_training
+    from vaezoo.training.config import epochs_to_steps, resolve_for_dataset
 
     user: dict = read_json_object(config_file, "config file") if config_file else {}
     for name, path in TRAIN_OPTIONS.items():
         value = options.get(name)
         if value is not None:
-            _set_path(user, path, list(value) if isinstance(value, tuple) else value)  # as JSON has it
+            set_path(user, path, list(value) if isinstance(value, tuple) else value)  # as JSON has it
     apply_sets(user, sets)
     if resume_dir:
         saved = to_dict(RunDir(Path(resume_dir)).read_config())
-        user = _merge(saved, user)
+        user = merge(saved, user)
         if epochs is not None:
             raise VaezooError("--epochs cannot be changed on --resume")
-        changed = _diff(saved, user)
+        changed = diff(saved, user)
         if changed:
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
     cfg = resolve_for_dataset(user)
@@ -184,7 +105,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
     click.echo(f"run directory: {target}")
 
 
-@cli.command("eval")
+@click.command("eval")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("-k", "k", type=int, default=64, show_default=True, help="K of the IWAE bound.")
 @click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood (0: skip).")
@@ -195,7 +116,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
 @tracking_options
 def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, tracking_uri) -> None:
     """Evaluate a trained run: ELBO, IWAE_k, log-likelihood (IS), KL per unit, active units."""
-    from vaezoo.evaluate_run import evaluate_run
+    from vaezoo.training.evaluate import evaluate_run
 
     if k < 1:
         raise VaezooError(f"-k must be >= 1, got {k}")
@@ -207,7 +128,7 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
     click.echo(f"written: {path}")
 
 
-@cli.command()
+@click.command()
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("-n", "n", type=int, default=64, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="grid.png", show_default=True)
@@ -215,8 +136,8 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
 def sample(run, n, out, seed) -> None:
     """PNG grid of prior samples, and <out>-recon.png of test reconstructions."""
     from vaezoo.data import eval_binarized, load_dataset
-    from vaezoo.sampling import write_sample_grids
-    from vaezoo.train import load_run_model
+    from vaezoo.training import load_run_model
+    from vaezoo.training.samples import write_sample_grids
 
     model, cfg = load_run_model(run)
     ds = load_dataset(cfg.data)
@@ -224,21 +145,4 @@ def sample(run, n, out, seed) -> None:
     click.echo("written: " + ", ".join(map(str, paths)))
 
 
-def _add_command_modules() -> None:
-    """Command groups that live in their own modules: benchmarks, and export/pull/pretrained."""
-    from vaezoo.bench.cli import bench
-    from vaezoo.distribution_cli import register
-
-    cli.add_command(bench)
-    register(cli)
-
-
-_add_command_modules()
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_click(cli, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+COMMANDS = (train, evaluate_cmd, sample)

@@ -1,4 +1,7 @@
-"""The only module that imports mlflow (lazily), so ``--no-track`` works without it installed.
+"""MLflow runs: a tracker that logs params, metrics, tags and artifacts, or does nothing when tracking is off.
+
+mlflow is imported lazily (here and in ``vaezoo.tracking.registry``, the only two modules that import it), so
+``--no-track`` works without it installed.
 
 Default store: one folder, ``./mlruns`` (or $VAEZOO_MLRUNS): the SQLite file ``mlruns/mlflow.db`` holds
 runs, params, metrics and tags; ``mlruns/artifacts/`` holds artifacts. ``MLFLOW_TRACKING_URI`` or
@@ -11,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from vaezoo.errors import VaezooError
-from vaezoo.io import make_dir
+from vaezoo.core.errors import VaezooError
+from vaezoo.core.io import make_dir
 
 EXPERIMENT = "vaezoo"
 
@@ -123,69 +126,3 @@ def start(enabled: bool, run_name: str, uri: str | None = None, run_id: str | No
     if not enabled:
         return NullTracker()
     return MlflowTracker(tracking_uri(uri), run_name, run_id=run_id)
-
-
-# --- model registry (used by `vaezoo export --register` and `vaezoo pull models:/NAME@ALIAS`) ---
-
-
-def _registry_client(uri: str | None):
-    try:
-        from mlflow.tracking import MlflowClient
-    except ImportError as exc:
-        raise VaezooError("the MLflow model registry needs mlflow: `pip install mlflow` (or vaezoo[track])") from exc
-    uri = tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
-
-
-SHA256_TAG = "vaezoo.sha256"  # model-version tag: sha256 of the registered .onnx file, checked by `vaezoo pull`
-
-
-def register_onnx_model(path: str | Path, name: str, alias: str | None = None, uri: str | None = None,
-                        tags: dict | None = None) -> dict:
-    """Log an ONNX file as an MLflow ONNX model in a new run, register it as a version of ``name`` (tagged
-    with the file's sha256), point ``alias`` at it; returns {name, version, run_id, source, sha256}."""
-    import tempfile
-
-    import mlflow.onnx
-    import onnx
-    from mlflow.exceptions import MlflowException
-
-    from vaezoo.runtime.cache import sha256_file
-
-    client, uri = _registry_client(uri)
-    tracker = MlflowTracker(uri, f"register-{name}")
-    with tempfile.TemporaryDirectory() as tmp:
-        # one self-contained file, so the registry holds the very bytes (and sha256) that were exported
-        mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", save_as_external_data=False)
-        sha256 = sha256_file(f"{tmp}/model/model.onnx")
-        client.log_artifacts(tracker.run_id, f"{tmp}/model", "model")
-    tags = {**(tags or {}), SHA256_TAG: sha256}
-    tracker.set_tags(tags)
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
-            raise
-    source = f"{client.get_run(tracker.run_id).info.artifact_uri}/model"
-    mv = client.create_model_version(name, source, run_id=tracker.run_id, tags={k: str(v) for k, v in tags.items()})
-    if alias:
-        client.set_registered_model_alias(name, alias, mv.version)
-    tracker.end()
-    return {"name": name, "version": str(mv.version), "run_id": tracker.run_id, "source": source, "sha256": sha256}
-
-
-def download_registered_model(name: str, alias: str | None, version: str | None, dst: str | Path,
-                              uri: str | None = None) -> tuple[Path, dict]:
-    """Files of model version ``name@alias`` (or ``name/version``) downloaded into ``dst``; and
-    {version, tags, source}. An unknown name, alias or version is a VaezooError."""
-    import mlflow.artifacts
-    from mlflow.exceptions import MlflowException
-
-    client, uri = _registry_client(uri)
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    except MlflowException as exc:
-        what = f"{name}@{alias}" if alias else f"{name}/{version}"
-        raise VaezooError(f"no model version {what} in the registry at {uri}: {exc.message.splitlines()[0]}") from None
-    local = mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst), tracking_uri=uri)
-    return Path(local), {"version": str(mv.version), "tags": dict(mv.tags), "source": mv.source}

@@ -1,0 +1,246 @@
+"""The training loop: seeded, checkpointed, resumable to the bit, stopped loudly by NaN or inf.
+
+What a run leaves behind is described in ``vaezoo.training.rundir``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from vaezoo import tracking
+from vaezoo.core.configs import config_hash, save_json
+from vaezoo.core.errors import TrainingDiverged, VaezooError
+from vaezoo.core.io import atomic_write_text, make_dir
+from vaezoo.core.progress import bar as progress_bar
+from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
+from vaezoo.models import build_model
+from vaezoo.objectives import Objective
+from vaezoo.tracking.provenance import provenance, resolve_device, set_determinism
+from vaezoo.training.config import TrainConfig
+from vaezoo.training.evaluate import bounds_on_test_set
+from vaezoo.training.rundir import RunDir, load_checkpoint, save_checkpoint
+from vaezoo.training.samples import write_sample_grids
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """Independent seeds per (run seed, step, stream): the data order and noise at step t depend on t alone."""
+    return (seed * 1_000_003 + step * 7_919 + stream * 104_729) % (2**63 - 1)
+
+
+def build(cfg: TrainConfig, ds: Dataset, device: torch.device):
+    """Model (seeded init), objective and optimizer for a config."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model)
+    if cfg.model.output_bias == "data-mean":
+        model.init_output_bias(ds.train.mean(0))
+    model.to(device)
+    objective = Objective(cfg.objective)
+    objective.check_model(model)
+    o = cfg.optim
+    optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=o.fused)
+    return model, objective, optimizer
+
+
+def evaluate_during_training(model, x_test, cfg: TrainConfig, device) -> dict:
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    model.eval()
+    out = {f"test_{name}": value for name, value in bounds_on_test_set(model, x_test, cfg.eval_k, g).items()}
+    model.train()
+    return out
+
+
+def _checked_resume(rd: RunDir, cfg_hash: str) -> dict | None:
+    """The checkpoint to resume from (None: the run had not reached one), after checking that the run was
+    written by this version with this very config."""
+    record = rd.read_config_record()  # its hash is checked against the config it records
+    if record.missing:
+        raise VaezooError(
+            f"'{rd.path}' was written by an older vaezoo (its config has no {', '.join(record.missing)}); "
+            "resuming it would mix two versions of its config: start a new run"
+        )
+    if record.hash != cfg_hash:
+        raise VaezooError(f"resume of '{rd.path}' with a different config (hash {cfg_hash[:12]} != saved {record.hash[:12]})")
+    ckpt = load_checkpoint(rd.checkpoint) if rd.checkpoint.exists() else None
+    if ckpt is not None and ckpt["config_hash"] != cfg_hash:
+        raise VaezooError(f"checkpoint in '{rd.path}' belongs to another config")
+    return ckpt
+
+
+def _restore(ckpt: dict, model, optimizer, objective) -> int:
+    """Load a checkpoint's states (model, Adam, the estimator's, the global RNG); returns its step."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    objective.load_state_dict(ckpt["objective"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return int(ckpt["step"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None):
+    """The run's tracker (the same MLflow run on resume); config.json and run.json written beside it."""
+    prior = rd.read_run()
+    tracker = tracking.start(track, rd.path.name, uri, run_id=prior.get("mlflow_run_id"))
+    if not resume or not prior:
+        save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
+        tracker.log_params({**tracking.flatten(cfg_dict), "config_hash": cfg_hash})
+    tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
+    save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
+    return tracker
+
+
+class TermWindow:
+    """The per-step terms (bound, loss, KL, ...) since the last log line. They stay on the device and are
+    checked in one transfer before anything is logged, evaluated or checkpointed, so a GPU is not
+    synchronised every step."""
+
+    def __init__(self) -> None:
+        self.pending: list[torch.Tensor] = []
+        self.names: list[str] = []
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, out) -> None:
+        self.names = ["bound", "loss", *out.terms]
+        self.pending.append(torch.stack([out.bound.detach(), out.loss.detach(), *out.terms.values()]).float())
+
+    def check(self, done: int, last_good: int, where: Path) -> None:
+        """Move the pending terms to the host; a NaN or inf stops training, naming its term and step."""
+        values = torch.stack(self.pending).cpu()
+        first = done - len(self.pending) + 1
+        self.pending = []
+        finite = torch.isfinite(values)
+        if not finite.all():
+            row, col = map(int, (~finite).nonzero()[0])
+            raise TrainingDiverged(
+                f"non-finite '{self.names[col]}' ({float(values[row, col])}) at step {first + row}; training stopped; "
+                f"the last good checkpoint (step {last_good}) is kept in '{where}'"
+            )
+        for name, column in zip(self.names, values.T.tolist()):
+            self.values.setdefault(name, []).extend(column)
+
+    def log_row(self, batch_size: int, seconds: float) -> dict:
+        """Window means of the terms (the loss is -bound or a surrogate: not logged) and the speed; then empty."""
+        row = {f"train_{k}": sum(v) / len(v) for k, v in self.values.items() if k != "loss"}
+        row["samples_per_s"] = batch_size * len(self.values["bound"]) / seconds
+        self.values = {}
+        return row
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    track: bool = True,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
+    rd = RunDir(Path(run_dir))
+    cfg_dict = cfg.to_dict()
+    cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
+    if resume:
+        ckpt = _checked_resume(rd, cfg_hash)
+    elif rd.path.exists() and any(rd.path.iterdir()):
+        raise VaezooError(f"run directory '{rd.path}' already exists; pass --resume to continue it, or choose another")
+    else:
+        ckpt = None
+
+    set_determinism(cfg.deterministic)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(cfg.data)
+    if cfg.batch_size > len(ds.train):
+        raise VaezooError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training examples of '{ds.name}'")
+    model, objective, optimizer = build(cfg, ds, device)
+    x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
+    start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
+    if resume:
+        _truncate_metrics(rd.metrics, start)
+
+    make_dir(rd.path, "run directory")
+    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri)
+
+    def checkpoint(step: int) -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "objective": objective.state_dict()}
+        save_checkpoint(rd.checkpoint, {"step": step, "config": cfg_dict, "config_hash": cfg_hash, **state,
+                                        "rng": {"torch": torch.get_rng_state()}})
+
+    data_gen = torch.Generator()
+    noise_gen = torch.Generator(device=device)
+    bar = progress_bar(progress, cfg.steps, start, unit="step")
+    terms = TermWindow()
+    t0 = time.perf_counter()
+    last_good = start
+    last_eval: dict = {}
+    metrics_fh = open(rd.metrics, "a")
+    status = "FAILED"
+    try:
+        model.train()
+        for step in range(start, cfg.steps):
+            idx = batch_indices(len(ds.train), cfg.batch_size, step, cfg.seed)
+            data_gen.manual_seed(step_seed(cfg.seed, step, 1))
+            noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
+            x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            out = objective(model, x, noise_gen)
+            terms.add(out)
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+            done = step + 1
+            due_log, due_eval, due_checkpoint = (
+                done == cfg.steps or done % every == 0 for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
+            )
+            if due_log or due_eval or due_checkpoint:
+                terms.check(done, last_good, rd.path)
+            if due_log:
+                row = terms.log_row(cfg.batch_size, time.perf_counter() - t0)
+                _emit(metrics_fh, tracker, done, row)
+                t0 = time.perf_counter()
+                bar.set_postfix(bound=f"{row['train_bound']:.2f}")
+            if due_eval:
+                last_eval = evaluate_during_training(model, x_test, cfg, device)
+                _emit(metrics_fh, tracker, done, last_eval)
+                t0 = time.perf_counter()
+            if due_checkpoint:
+                metrics_fh.flush()
+                checkpoint(done)
+                last_good = done
+            bar.update(1)
+        status = "FINISHED"
+    finally:
+        bar.close()
+        metrics_fh.close()
+        tracker.flush()
+        if status == "FAILED":
+            tracker.end("FAILED")
+    return _finish(rd, tracker, model, x_test, cfg, device, last_eval)
+
+
+def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_eval: dict) -> dict:
+    """Final metrics, sample grids and artifacts of a finished run."""
+    final = {"step": cfg.steps, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
+    save_json(rd.final, final)
+    grids = write_sample_grids(model.eval(), x_test, 64, rd.path / "samples.png", seed=cfg.seed)
+    for path in (rd.config, rd.metrics, rd.final, rd.run, *grids):
+        tracker.log_artifact(path)
+    tracker.log_artifact(rd.checkpoint, "checkpoint")
+    tracker.end("FINISHED")
+    return final
+
+
+def _emit(fh, tracker, step: int, row: dict) -> None:
+    fh.write(json.dumps({"step": step, **row}) + "\n")
+    tracker.log_metrics(row, step)
+
+
+__all__ = ["train", "build", "step_seed", "evaluate_during_training"]
