@@ -241,3 +241,17 @@ def test_cli_export_and_its_errors(run_dir, tmp_path, capsys):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_help_shows_the_default_opset_as_a_number():
+    import os
+    import subprocess
+    import sys
+
+    from exporters.graph import OPSET
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "vaezoo.cli", "export", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())  # click wraps long help lines
+    assert f"ONNX opset of the graph. [default: {OPSET}]" in text
