@@ -7,16 +7,18 @@ from exporters.export import ExportOptions, export_model, export_run, model_meta
 from exporters.graph import DecoderHead, load_torch_decoder, onnx_parameter_count, to_onnx
 from exporters.precision import int8_error_table, to_fp16, to_int8
 from exporters.sampler import wrap_sampler
-from exporters.verify import PARITY_BATCHES, TOLERANCE, check_graph, parity
+from exporters.verify import INT8_TOLERANCE, PARITY_BATCHES, TOLERANCE, check_graph, gate, parity
 
 __all__ = [
     "DecoderHead",
     "ExportOptions",
+    "INT8_TOLERANCE",
     "PARITY_BATCHES",
     "TOLERANCE",
     "check_graph",
     "export_model",
     "export_run",
+    "gate",
     "int8_error_table",
     "load_torch_decoder",
     "model_metadata",
