@@ -182,13 +182,48 @@ def test_runtime_main_writes_a_grid_of_samples(model_and_file, tmp_path):
 def test_bench_sampling_writes_rows_for_each_backend(model_and_file, tmp_path):
     from vaezoo.bench.sampling import sampling_bench
 
-    rows, path = sampling_bench([str(model_and_file[1])], [1, 3], ["ort-fp32", "ort-int8", "torch"], threads=1,
-                                min_time=0.01, warmup=0.0, out_dir=tmp_path, track=False)
+    rows, path, _ = sampling_bench([str(model_and_file[1])], [1, 3], ["ort-fp32", "ort-int8", "torch"], threads=1,
+                                   min_time=0.01, warmup=0.0, out_dir=tmp_path, track=False, rounds=2)
     assert {(r["backend"], r["batch"]) for r in rows} == {(b, n) for b in ("ort-fp32", "ort-int8", "torch") for n in (1, 3)}
     assert all(r["p50_ms"] > 0 for r in rows)
     assert all(0 < r["max_abs_err_vs_fp32"] < 0.02 for r in rows if r["backend"] == "ort-int8")
     with open(path) as fh:
         assert len(list(csv.DictReader(fh))) == 6
+
+
+def test_bench_sampling_backends_take_turns_one_at_a_time(model_and_file, tmp_path):
+    """The workers' own clocks (system-wide monotonic) show, per batch: one window at a time, and in each round every
+    backend once, so no backend's measurements all come from one stretch of the machine's load."""
+    from vaezoo.bench.sampling import sampling_bench
+
+    backends = ["ort-fp32", "ort-int8", "torch"]
+    _, _, schedule = sampling_bench([str(model_and_file[1])], [1, 3], backends, threads=1, min_time=0.03,
+                                    warmup=0.0, out_dir=tmp_path, track=False, rounds=3)
+    for b in (1, 3):
+        windows = sorted((w for w in schedule if w["batch"] == b), key=lambda w: w["start"])
+        assert len(windows) == 3 * len(backends)
+        assert all(a["end"] <= c["start"] for a, c in zip(windows, windows[1:]))  # never two at once
+        for r in range(3):
+            assert sorted(w["backend"] for w in windows[3 * r: 3 * r + 3]) == sorted(backends)
+            assert all(w["round"] == r for w in windows[3 * r: 3 * r + 3])
+        assert all(w["threads"] == 1 for w in windows)
+
+
+def test_bench_sampling_command_names_the_threads_in_every_row(model_and_file, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vaezoo.cli", "bench", "sampling", "--decoder", str(model_and_file[1]),
+                           "--batches", "1,2", "--backends", "ort-fp32,torch", "--min-time", "0.01", "--warmup", "0",
+                           "--no-track", "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                          env=_isolated_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["decoder", "backend", "batch", "threads"]
+    table = [ln.split() for ln in lines[1:5]]
+    assert sorted((r[1], r[2], r[3]) for r in table) == [("ort-fp32", "1", "1"), ("ort-fp32", "2", "1"),
+                                                          ("torch", "1", "1"), ("torch", "2", "1")]
+    assert sum("1 thread(s) each: onnxruntime fp32 / torch eager" in ln for ln in lines) == 2
+    (csv_path,) = tmp_path.glob("sampling-*-t1.csv")
+    with open(csv_path) as fh:
+        assert [(r["threads"], r["windows"]) for r in csv.DictReader(fh)] == [("1", "5")] * 4
 
 
 LOCAL_INDEX = ["--index-url", "file:///opt/pypi/simple", "--extra-index-url", "file:///opt/pypi-more/simple"]
