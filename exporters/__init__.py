@@ -1,31 +1,9 @@
-"""torch -> ONNX exporters for vaezoo decoders, each export verified before it is written.
+"""torch -> ONNX exporters for vaezoo decoders, each export verified before it is written: ``export`` (a run or a
+model to one file), ``graph`` (the decoder graph and its metadata), ``precision`` (int8, fp16), ``sampler`` (a graph
+that draws z itself), ``verify`` (checker and onnxruntime-vs-torch parity), ``pretrained`` (the shipped decoders).
 
-Imports vaezoo's models; vaezoo's library never imports this package (only its CLI does).
+Imports vaezoo's models; vaezoo's library never imports this package (only its CLI does). Kept light: importing
+``exporters`` loads neither torch nor onnx, so the CLI can show ``OPSET`` in its help without them.
 """
 
-from exporters.export import ExportOptions, export_model, export_run, model_metadata, read_metadata, run_metadata
-from exporters.graph import DecoderHead, load_torch_decoder, onnx_parameter_count, to_onnx
-from exporters.precision import int8_error_table, to_fp16, to_int8
-from exporters.sampler import wrap_sampler
-from exporters.verify import PARITY_BATCHES, TOLERANCE, check_graph, parity
-
-__all__ = [
-    "DecoderHead",
-    "ExportOptions",
-    "PARITY_BATCHES",
-    "TOLERANCE",
-    "check_graph",
-    "export_model",
-    "export_run",
-    "int8_error_table",
-    "load_torch_decoder",
-    "model_metadata",
-    "onnx_parameter_count",
-    "parity",
-    "read_metadata",
-    "run_metadata",
-    "to_fp16",
-    "to_int8",
-    "to_onnx",
-    "wrap_sampler",
-]
+OPSET = 18  # the one default opset: ExportOptions and `vaezoo export --opset` take it from here

@@ -16,13 +16,14 @@ import vaezoo
 from exporters.graph import OPSET, OUTPUT_MEANING, DecoderHead, decoder_parameter_count, set_metadata, to_onnx
 from exporters.precision import INT8_WEIGHT_TYPES, int8_error_table, to_fp16, to_int8
 from exporters.sampler import wrap_sampler
-from exporters.verify import MEAN_TOLERANCE, TOLERANCE, check_graph, parity
+from exporters.verify import check_graph, gate, parity
 from vaezoo.core.configs import to_dict
 from vaezoo.core.errors import VaezooError
 from vaezoo.core.io import atomic_write_bytes
 from vaezoo.runtime.cache import sha256_bytes  # noqa: F401  (re-exported for exporters.pretrained)
 
 # metrics a run reports, as they are named in final.json / eval.json, and as they appear in the metadata
+PRECISIONS = ("fp32", "int8", "fp16")
 RUN_METRICS = {"test_elbo": "test_elbo", "test_iwae_k64": "test_iwae_k64", "elbo": "test_elbo",
                "iwae_k64": "test_iwae_k64", "ll_is": "test_ll_is", "ll_is_mc_se": "test_ll_is_mc_se",
                "ll_is_samples": "ll_is_samples", "active_units": "active_units", "test_recon": "test_recon",
@@ -42,8 +43,8 @@ class ExportOptions:
     opset: int = OPSET
 
     def __post_init__(self) -> None:
-        if self.precision not in TOLERANCE:
-            raise VaezooError(f"unknown precision '{self.precision}'; choose from {', '.join(TOLERANCE)}")
+        if self.precision not in PRECISIONS:
+            raise VaezooError(f"unknown precision '{self.precision}'; choose from {', '.join(PRECISIONS)}")
         if self.int8_weight_type not in INT8_WEIGHT_TYPES:
             raise VaezooError(f"unknown int8 weight type '{self.int8_weight_type}'; choose from {', '.join(INT8_WEIGHT_TYPES)}")
 
@@ -104,8 +105,9 @@ def export_model(model, out: str | Path, options: ExportOptions | None = None, e
     proto.producer_name, proto.producer_version = "vaezoo", vaezoo.__version__
     blob = proto.SerializeToString()
     check_graph(blob)
-    report["parity"] = parity(blob, head, d, TOLERANCE[options.precision], sampler=options.sampler,
-                              mean_tolerance=MEAN_TOLERANCE[options.precision])
+    max_tol, mean_tol, note = gate(options.precision, options.int8_weight_type, options.int8_reduce_range,
+                                   options.int8_per_channel)
+    report["parity"] = parity(blob, head, d, max_tol, sampler=options.sampler, mean_tolerance=mean_tol, gate_note=note)
     atomic_write_bytes(out, blob)
     report.update({"path": str(out), "sha256": sha256_bytes(blob), "size_bytes": len(blob),
                    "opset": options.opset, "checker": "passed (full_check)"})

@@ -20,10 +20,10 @@ from google.protobuf.message import Message
 from onnx import numpy_helper
 from torch import nn
 
+from exporters import OPSET
 from vaezoo.core.errors import VaezooError
 from vaezoo.runtime.decoder import METADATA_PREFIX, parse_metadata
 
-OPSET = 18  # the one default: ExportOptions and `vaezoo export --opset` take it from here
 INPUT, OUTPUT = "z", "x"
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
 

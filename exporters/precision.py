@@ -5,10 +5,12 @@ Gemm is rewritten as MatMulInteger, convolutions become ConvInteger, transposed 
 The weight type matters on CPUs without VNNI: there the u8s8 kernels (QInt8 weights) can saturate their
 16-bit intermediate sums; QUInt8 weights (u8u8 kernels) or ``reduce_range`` (7-bit weights) avoid it.
 
-Measured on the shipped mlp-vae.mnist5k (1,024 z, |int8 - torch fp32| per pixel, on a CPU with VNNI, where
+Measured on the shipped mlp-vae.mnist5k (1,024 z, |int8 - torch fp32| per pixel, on an Intel Xeon with VNNI, where
 QInt8 does not saturate; ``vaezoo pretrained check`` reruns it):
   QUInt8 max 0.081 mean 0.0020 | QInt8 max 0.102 mean 0.0023 | reduce_range: QUInt8 0.130, QInt8 0.163
   (7 bits cost precision and buy nothing with VNNI) | per-channel QUInt8 max 0.065 mean 0.0016.
+All four shipped decoders on an AMD EPYC, and the export gate per method set from them, are in
+benchmarks/results/int8-error-ort1.32.0-amd-epyc.md.
 The error is spread over all three layers (leaving any one in fp32 gives max 0.04-0.08) and comes mostly from
 quantising activations per tensor; the mean error stays near 1/500 of the pixel range.
 Default: QUInt8, per tensor, no reduce_range - the lowest error that is also safe on CPUs without VNNI.

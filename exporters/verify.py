@@ -10,11 +10,32 @@ import torch
 from vaezoo.core.errors import VaezooError
 
 PARITY_BATCHES = (1, 64, 1024)
-# max |onnxruntime - torch| per pixel, by precision. int8 and fp16 are lossy by design: their bounds sit
-# well above what the shipped decoders show (int8 dynamic QUInt8: max 0.08, mean 0.002 on mlp-vae.mnist5k;
-# fp16: max 0.001; see exporters/precision.py) and catch broken graphs, not rounding.
-TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3, "int8": 0.25}
-MEAN_TOLERANCE = {"fp32": 1e-6, "fp16": 5e-4, "int8": 0.01}  # mean |onnxruntime - torch| per pixel
+# max |onnxruntime - torch| per pixel, by precision. fp16 is lossy by design: its bound sits well above what the
+# shipped decoders show (max 0.001; see exporters/precision.py) and catches broken graphs, not rounding.
+TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3}
+MEAN_TOLERANCE = {"fp32": 1e-6, "fp16": 5e-4}  # mean |onnxruntime - torch| per pixel
+# int8 is gated per method, (weight type, reduce_range, per_channel) -> (max, mean) |int8 - torch fp32| per pixel:
+# 1.5 x the worst figure any CPU family has shown on the four shipped decoders (AMD EPYC with VNNI, Intel Xeon with
+# VNNI, and qint8 per-channel 0.14 on an AMD CPU reported in issue 15; benchmarks/results/int8-error-*.md), rounded
+# up. An int8 graph worse than its method achieves is a broken graph (or saturating u8s8 kernels), not rounding.
+INT8_MARGIN = 1.5
+INT8_TOLERANCE = {
+    ("quint8", False, False): (0.15, 0.004),  # worst max 0.10 (issue 15: 0.09-0.10), mean 0.0024
+    ("quint8", True, False): (0.24, 0.006),   # 0.160, 0.0039
+    ("quint8", False, True): (0.12, 0.003),   # 0.078, 0.0017
+    ("qint8", False, False): (0.16, 0.005),   # 0.103, 0.0031
+    ("qint8", True, False): (0.28, 0.008),    # 0.186, 0.0054
+    ("qint8", False, True): (0.21, 0.003),    # 0.14 (AMD, issue 15), 0.0018
+}
+
+
+def gate(precision: str, weight_type: str = "quint8", reduce_range: bool = False, per_channel: bool = False) -> tuple[float, float, str]:
+    """(max, mean) tolerance per pixel of an export, and what it is (for the error message)."""
+    if precision != "int8":
+        return TOLERANCE[precision], MEAN_TOLERANCE[precision], ""
+    method = f"int8 {weight_type}{', reduce_range' if reduce_range else ''}{', per-channel' if per_channel else ''}"
+    mx, mean = INT8_TOLERANCE[(weight_type, bool(reduce_range), bool(per_channel))]
+    return mx, mean, f"{method}: {INT8_MARGIN:g} x what the method achieves on the shipped decoders"
 
 
 def check_graph(blob: bytes) -> None:
@@ -38,7 +59,8 @@ def _session(blob: bytes):
 
 @torch.no_grad()
 def parity(blob: bytes, head: torch.nn.Module, latent_dim: int, tolerance: float, sampler: bool = False,
-           batches: tuple[int, ...] = PARITY_BATCHES, seed: int = 0, mean_tolerance: float | None = None) -> dict:
+           batches: tuple[int, ...] = PARITY_BATCHES, seed: int = 0, mean_tolerance: float | None = None,
+           gate_note: str = "") -> dict:
     """max and mean |onnxruntime - torch| at each batch size; raises (naming the worst batch) when a max exceeds
     ``tolerance`` or a mean exceeds ``mean_tolerance``.
 
@@ -67,7 +89,7 @@ def parity(blob: bytes, head: torch.nn.Module, latent_dim: int, tolerance: float
         if bound is not None and not values[worst] <= bound:
             raise VaezooError(
                 f"verification failed: {what} |onnxruntime - torch| = {values[worst]:.3g} at batch {worst} "
-                f"> tolerance {bound:g}; nothing was written"
+                f"> tolerance {bound:g}{f' ({gate_note})' if gate_note else ''}; nothing was written"
             )
     return {"max_abs_diff": diffs, "mean_abs_diff": means, "tolerance": tolerance, "mean_tolerance": mean_tolerance,
             "batches": list(batches)}

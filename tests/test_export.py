@@ -16,7 +16,7 @@ from torch import nn
 import exporters
 from exporters.export import ExportOptions, export_model, export_run, state_sha256
 from exporters.graph import get_metadata, load_torch_decoder
-from exporters.verify import TOLERANCE, check_graph
+from exporters.verify import INT8_TOLERANCE, check_graph
 from vaezoo.cli import main
 from vaezoo.core.errors import VaezooError
 from vaezoo.data.datasets import DATASET_SHAPES
@@ -149,11 +149,11 @@ def test_an_export_carries_no_trace_of_where_it_was_built(tmp_path):
 
 
 def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
-    import exporters.export as ex
+    import exporters.verify as ver
 
     out = tmp_path / "d.onnx"
     out.write_bytes(b"previous file")
-    monkeypatch.setitem(ex.TOLERANCE, "fp32", -1.0)  # any difference, even 0, now fails
+    monkeypatch.setitem(ver.TOLERANCE, "fp32", -1.0)  # any difference, even 0, now fails
     with pytest.raises(VaezooError, match="verification failed.*nothing was written"):
         export_model(_small(), out)
     assert out.read_bytes() == b"previous file"
@@ -189,7 +189,9 @@ def test_int8_measures_all_weight_types_and_stays_within_its_tolerance(tmp_path)
     report = export_model(model, tmp_path / "q.onnx", ExportOptions(precision="int8"))
     table = {(r["weight_type"], r["reduce_range"], r["per_channel"]): r for r in report["int8_error_table"]}
     assert set(table) == {(t, rr, pc) for t in ("quint8", "qint8") for rr, pc in ((0, 0), (1, 0), (0, 1))}
-    assert all(0 < r["max_abs_error"] <= TOLERANCE["int8"] for r in table.values())  # > 0: it really is quantised
+    assert set(table) == set(INT8_TOLERANCE)  # every method measured has its gate
+    assert all(0 < r["max_abs_error"] <= INT8_TOLERANCE[k][0] and r["mean_abs_error"] <= INT8_TOLERANCE[k][1]
+               for k, r in table.items())  # > 0: it really is quantised
     assert 0 < max(report["parity"]["max_abs_diff"].values())  # export_model enforces the upper bounds
     proto = onnx.load(str(tmp_path / "q.onnx"))
     assert "MatMulInteger" in {n.op_type for n in proto.graph.node}
@@ -241,3 +243,50 @@ def test_cli_export_and_its_errors(run_dir, tmp_path, capsys):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_help_shows_the_default_opset_as_a_number():
+    import os
+    import subprocess
+    import sys
+
+    from exporters import OPSET
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "vaezoo.cli", "export", "--help"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())  # click wraps long help lines
+    assert f"ONNX opset of the graph. [default: {OPSET}]" in text
+
+
+def _int8_then(monkeypatch, edit):
+    """Make export_model's int8 step return the real int8 graph with ``edit`` applied to its output-layer bias."""
+    import exporters.export as ex
+
+    real = ex.to_int8
+
+    def broken(proto, *args, **kwargs):
+        q = real(proto, *args, **kwargs)
+        bias = next(t for t in q.graph.initializer if t.name.endswith(".bias") and t.dims == [64])  # 8x8 pixels
+        values = onnx.numpy_helper.to_array(bias).copy()
+        edit(values)
+        bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
+        return q
+
+    monkeypatch.setattr(ex, "to_int8", broken)
+
+
+@pytest.mark.parametrize(
+    ("edit", "what"),
+    [
+        # one pixel's logit +0.8 (~0.19 off at p near 0.5: under the old flat gate of 0.25, mean 0.19/64 under 0.01)
+        (lambda b: b.__setitem__(0, b[0] + 0.8), r"max \|onnxruntime - torch\| = 0\.[12]\d* .* > tolerance 0\.15 "),
+        # every logit +0.03 (~0.007 off everywhere: max and the old mean gate 0.01 pass it)
+        (lambda b: b.__iadd__(0.03), r"mean \|onnxruntime - torch\| = 0\.00[5-8]\d* .* > tolerance 0\.004 "),
+    ],
+)
+def test_an_int8_graph_worse_than_its_method_achieves_is_refused(tmp_path, monkeypatch, edit, what):
+    _int8_then(monkeypatch, edit)
+    with pytest.raises(VaezooError, match=what + r"\(int8 quint8: 1\.5 x what the method achieves .*nothing was written"):
+        export_model(_small(hidden=[48]), tmp_path / "q.onnx", ExportOptions(precision="int8"))  # 48: one bias of 64
+    assert not (tmp_path / "q.onnx").exists()

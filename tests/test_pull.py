@@ -26,6 +26,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/good.onnx":
             self._send(PAYLOAD, len(PAYLOAD))
+        elif self.path == "/unannounced.onnx":  # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            self.close_connection = True
         elif self.path == "/truncated.onnx":  # promises everything, sends half, hangs up
             self._send(PAYLOAD[: len(PAYLOAD) // 2], len(PAYLOAD))
             self.close_connection = True
@@ -57,6 +62,11 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
+def _entries(root: Path) -> list[Path]:
+    """Files and folders: a failed pull must leave neither (not even an empty url/<sha256>/)."""
+    return sorted(root.rglob("*")) if root.exists() else []
+
+
 def test_good_file_is_cached_then_served_offline(server, tmp_path):
     base, httpd = server
     path = pull(f"{base}/good.onnx#sha256={SHA}", tmp_path)
@@ -73,19 +83,19 @@ def test_wrong_hash_deletes_the_download_and_says_so(server, tmp_path):
     wrong = "0" * 64
     with pytest.raises(VaezooError, match=f"sha256 mismatch .* expected {wrong}, got {SHA}; the download was deleted"):
         pull(f"{server[0]}/good.onnx#sha256={wrong}", tmp_path)
-    assert _files(tmp_path) == []
+    assert _entries(tmp_path) == []
 
 
 def test_truncated_download_leaves_nothing(server, tmp_path):
     with pytest.raises(VaezooError, match=r"cut short \(51200 of 102400 bytes\)"):
         pull(f"{server[0]}/truncated.onnx#sha256={SHA}", tmp_path)
-    assert _files(tmp_path) == []
+    assert _entries(tmp_path) == []
 
 
 def test_404_is_a_clear_error(server, tmp_path):
     with pytest.raises(VaezooError, match="HTTP 404"):
         pull(f"{server[0]}/missing.onnx#sha256={SHA}", tmp_path)
-    assert _files(tmp_path) == []
+    assert _entries(tmp_path) == []
 
 
 def test_interrupted_download_leaves_nothing_half_written(server, tmp_path, monkeypatch):
@@ -110,7 +120,29 @@ def test_interrupted_download_leaves_nothing_half_written(server, tmp_path, monk
     monkeypatch.setattr(cache_mod.urllib.request, "urlopen", lambda *a, **k: _Interrupting(real(*a, **k)))
     with pytest.raises(KeyboardInterrupt):
         pull(f"{server[0]}/good.onnx#sha256={SHA}", tmp_path)
-    assert _files(tmp_path) == []
+    assert _entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("path", ["/good.onnx", "/unannounced.onnx"])
+def test_a_download_past_max_bytes_is_refused_and_leaves_nothing(server, tmp_path, path):
+    with pytest.raises(VaezooError, match=r"exceeds the limit of 50000 bytes \(max_bytes\); nothing was cached"):
+        pull(f"{server[0]}{path}#sha256={SHA}", tmp_path, max_bytes=50_000)
+    assert _entries(tmp_path) == []
+    assert pull(f"{server[0]}{path}#sha256={SHA}", tmp_path, max_bytes=len(PAYLOAD)).read_bytes() == PAYLOAD
+
+
+def test_a_failed_pull_through_the_command_is_one_line_and_leaves_the_cache_as_it_was(server, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    (cache / "url").mkdir(parents=True)  # an existing cache folder stays
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run([sys.executable, "-m", "vaezoo.runtime", "pull", f"{server[0]}/good.onnx#sha256={'0' * 64}",
+                           "--cache-dir", str(cache)], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: sha256 mismatch")
+    assert _entries(cache) == [cache / "url"]
 
 
 def test_corrupt_cache_entry_is_replaced(server, tmp_path):
@@ -167,6 +199,54 @@ def test_shipped_name_resolves_into_the_cache(tmp_path, monkeypatch):
     assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
     path.write_bytes(b"corrupt")
     assert hashlib.sha256(pull(entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
+
+
+@pytest.mark.parametrize("how", ["a file where the folder should be", "a read-only folder"])
+def test_a_shipped_decoder_loads_from_its_packaged_copy_when_the_cache_cannot_be_written(tmp_path, how):
+    """As in a read-only container: the hash-checked copy in the package serves, through the real command."""
+    import os
+    import subprocess
+    import sys
+
+    from vaezoo.runtime import list_pretrained
+    from vaezoo.runtime.catalog import pretrained_dir
+
+    name = list_pretrained()[0]["name"]
+    if how == "a read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders; the other case covers this run")
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)
+        cache = tmp_path / "ro" / "cache"
+    else:
+        (tmp_path / "blocker").write_text("not a folder")
+        cache = tmp_path / "blocker" / "cache"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "VAEZOO_CACHE": str(cache)}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "vaezoo.runtime", *args], capture_output=True,
+                                       text=True, env=env, cwd=tmp_path)
+    pulled = run("pull", name)
+    assert pulled.returncode == 0, pulled.stderr
+    assert Path(pulled.stdout.strip()).parent == pretrained_dir()
+    sample = run("sample", name, "-n", "4", "--out", "g.png")
+    assert sample.returncode == 0, sample.stderr
+    assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+    assert not cache.exists()
+
+
+def test_a_corrupt_packaged_copy_is_refused_even_when_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    import importlib
+
+    from vaezoo.runtime import list_pretrained
+
+    pull_mod = importlib.import_module("vaezoo.runtime.pull")  # the package's `pull` attribute is the function
+    entry = list_pretrained()[0]
+    fake = tmp_path / "pkg"
+    fake.mkdir()
+    (fake / entry["file"]).write_bytes(b"tampered")
+    monkeypatch.setattr(pull_mod, "pretrained_dir", lambda: fake)
+    (tmp_path / "blocker").write_text("not a folder")
+    with pytest.raises(VaezooError, match="the file is corrupt"):
+        pull(entry["name"], tmp_path / "blocker" / "cache")
 
 
 def test_cli_pull(server, tmp_path, capsys):

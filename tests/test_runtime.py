@@ -182,13 +182,48 @@ def test_runtime_main_writes_a_grid_of_samples(model_and_file, tmp_path):
 def test_bench_sampling_writes_rows_for_each_backend(model_and_file, tmp_path):
     from vaezoo.bench.sampling import sampling_bench
 
-    rows, path = sampling_bench([str(model_and_file[1])], [1, 3], ["ort-fp32", "ort-int8", "torch"], threads=1,
-                                min_time=0.01, warmup=0.0, out_dir=tmp_path, track=False)
+    rows, path, _ = sampling_bench([str(model_and_file[1])], [1, 3], ["ort-fp32", "ort-int8", "torch"], threads=1,
+                                   min_time=0.01, warmup=0.0, out_dir=tmp_path, track=False, rounds=2)
     assert {(r["backend"], r["batch"]) for r in rows} == {(b, n) for b in ("ort-fp32", "ort-int8", "torch") for n in (1, 3)}
     assert all(r["p50_ms"] > 0 for r in rows)
     assert all(0 < r["max_abs_err_vs_fp32"] < 0.02 for r in rows if r["backend"] == "ort-int8")
     with open(path) as fh:
         assert len(list(csv.DictReader(fh))) == 6
+
+
+def test_bench_sampling_backends_take_turns_one_at_a_time(model_and_file, tmp_path):
+    """The workers' own clocks (system-wide monotonic) show, per batch: one window at a time, and in each round every
+    backend once, so no backend's measurements all come from one stretch of the machine's load."""
+    from vaezoo.bench.sampling import sampling_bench
+
+    backends = ["ort-fp32", "ort-int8", "torch"]
+    _, _, schedule = sampling_bench([str(model_and_file[1])], [1, 3], backends, threads=1, min_time=0.03,
+                                    warmup=0.0, out_dir=tmp_path, track=False, rounds=3)
+    for b in (1, 3):
+        windows = sorted((w for w in schedule if w["batch"] == b), key=lambda w: w["start"])
+        assert len(windows) == 3 * len(backends)
+        assert all(a["end"] <= c["start"] for a, c in zip(windows, windows[1:]))  # never two at once
+        for r in range(3):
+            assert sorted(w["backend"] for w in windows[3 * r: 3 * r + 3]) == sorted(backends)
+            assert all(w["round"] == r for w in windows[3 * r: 3 * r + 3])
+        assert all(w["threads"] == 1 for w in windows)
+
+
+def test_bench_sampling_command_names_the_threads_in_every_row(model_and_file, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vaezoo.cli", "bench", "sampling", "--decoder", str(model_and_file[1]),
+                           "--batches", "1,2", "--backends", "ort-fp32,torch", "--min-time", "0.01", "--warmup", "0",
+                           "--no-track", "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                          env=_isolated_env(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["decoder", "backend", "batch", "threads"]
+    table = [ln.split() for ln in lines[1:5]]
+    assert sorted((r[1], r[2], r[3]) for r in table) == [("ort-fp32", "1", "1"), ("ort-fp32", "2", "1"),
+                                                          ("torch", "1", "1"), ("torch", "2", "1")]
+    assert sum("1 thread(s) each: onnxruntime fp32 / torch eager" in ln for ln in lines) == 2
+    (csv_path,) = tmp_path.glob("sampling-*-t1.csv")
+    with open(csv_path) as fh:
+        assert [(r["threads"], r["windows"]) for r in csv.DictReader(fh)] == [("1", "5")] * 4
 
 
 LOCAL_INDEX = ["--index-url", "file:///opt/pypi/simple", "--extra-index-url", "file:///opt/pypi-more/simple"]
@@ -246,3 +281,120 @@ def test_fresh_venv_with_only_the_runtime_install_pulls_and_samples(tmp_path):
     check = subprocess.run([str(python), "-c", code, name], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- issue 15: names, seeds, graph vs metadata
+
+SHIPPED = "mlp-vae.mnist5k"  # 28x28 images, latent 32; the module's test decoder makes 8x8 images, latent 6
+
+
+def _runtime(args: list[str], tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vaezoo.runtime", *args], capture_output=True, text=True,
+                          env={**_isolated_env(tmp_path), **env}, cwd=tmp_path)
+
+
+def _grid_side(n: int, side: int) -> int:
+    """Width of the PNG grid the runtime writes for n square images of this side (ceil(sqrt(n)) per row)."""
+    ncol = int(np.ceil(np.sqrt(n)))
+    return 2 * (ncol * (side + 1) + 1)
+
+
+def test_a_local_file_named_like_a_shipped_decoder_never_stands_in_for_it(model_and_file, tmp_path):
+    """A bare name is a shipped name: a file of that name in the working folder (here a valid decoder of another
+    shape) is not loaded; './NAME' loads the file."""
+    from PIL import Image
+
+    (tmp_path / SHIPPED).write_bytes(model_and_file[1].read_bytes())
+    proc = _runtime(["sample", SHIPPED, "-n", "4", "--out", "shipped.png"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "shipped.png").size == (_grid_side(4, 28),) * 2
+    assert Decoder(SHIPPED, cache=tmp_path / "cache").latent_dim == 32  # the library too (cwd is tmp_path)
+    local = _runtime(["sample", f"./{SHIPPED}", "-n", "4", "--out", "local.png"], tmp_path)
+    assert local.returncode == 0, local.stderr
+    assert Image.open(tmp_path / "local.png").size == (_grid_side(4, 8),) * 2
+
+
+def test_a_bare_file_name_that_is_no_shipped_name_says_how_to_load_the_file(model_and_file, tmp_path):
+    (tmp_path / "mine.decoder").write_bytes(model_and_file[1].read_bytes())
+    proc = _runtime(["sample", "mine.decoder", "-n", "4"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: unknown pretrained decoder 'mine.decoder'") and "./mine.decoder" in proc.stderr
+
+
+def test_a_negative_seed_is_one_clear_error(dec, model_and_file, tmp_path):
+    for seed in (-1, np.int64(-5)):
+        with pytest.raises(VaezooError, match="seed must be >= 0"):
+            dec.sample(4, seed=seed)
+    proc = _runtime(["sample", str(model_and_file[1]), "-n", "4", "--seed", "-1"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "error: seed must be >= 0, got -1\n"
+    assert not (tmp_path / "samples.png").exists()
+
+
+def test_providers_and_threads_are_options_of_the_runtime_command(model_and_file, tmp_path):
+    proc = _runtime(["sample", str(model_and_file[1]), "-n", "4", "--providers", "CPUExecutionProvider",
+                     "--threads", "1", "--out", "p.png"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    bad = _runtime(["sample", str(model_and_file[1]), "--providers", "NoSuchExecutionProvider"], tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: execution provider(s) ['NoSuchExecutionProvider']")
+
+
+def _edited(path: Path, out: Path, batch: int | None = None, metadata: dict | None = None) -> Path:
+    """A copy of an exported decoder with a static batch and/or edited vaezoo.* metadata."""
+    import json
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    if batch is not None:
+        for arg in (proto.graph.input[0], proto.graph.output[0]):
+            arg.type.tensor_type.shape.dim[0].dim_value = batch  # replaces the dim_param 'batch'
+    for key, value in (metadata or {}).items():
+        entry = next(p for p in proto.metadata_props if p.key == f"vaezoo.{key}")
+        entry.value = json.dumps(value)
+    onnx.save(proto, str(out))
+    return out
+
+
+def test_a_graph_with_a_static_batch_is_refused_at_load(model_and_file, tmp_path):
+    static = _edited(model_and_file[1], tmp_path / "static.onnx", batch=1)
+    with pytest.raises(VaezooError, match=r"input z has a fixed batch of 1 .*dynamic batch dimension"):
+        Decoder(static)
+    proc = _runtime(["sample", str(static), "-n", "16"], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "fixed batch of 1" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"output_shape": [3, 8, 8]}, r"metadata output_shape \(3, 8, 8\) disagrees with the graph's output x"),
+        ({"output_shape": [64]}, r"metadata output_shape \(64,\) disagrees"),
+        ({"output_shape": "1x8x8"}, "metadata output_shape must be a list of positive ints"),
+        ({"latent_dim": 7}, "metadata latent_dim 7 disagrees with the graph's input z"),
+    ],
+)
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(model_and_file, tmp_path, metadata, message):
+    with pytest.raises(VaezooError, match=message):
+        Decoder(_edited(model_and_file[1], tmp_path / "edited.onnx", metadata=metadata))
+
+
+def test_a_graph_that_returns_other_than_it_declares_is_refused_at_load(tmp_path):
+    """Declared [batch, 2] -> [batch, 1, 2, 1] and so in the metadata, but reshaped to [batch, 2, 1, 1] inside (the
+    shape is computed: onnxruntime then reports the output's dims as unknown): only decoding finds it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["z"], ["batch"], end=1),
+        helper.make_node("Concat", ["batch", "rest"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["z", "shape"], ["x"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "computed-shape",
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 2, 1])],
+        [helper.make_tensor("rest", TensorProto.INT64, [3], [2, 1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {"vaezoo.output_shape": "[1, 2, 1]"})
+    onnx.save(model, str(tmp_path / "r.onnx"))
+    with pytest.raises(VaezooError, match=r"for a batch of 2 the graph returned x float32 \(2, 2, 1, 1\); it declares .* and its metadata output_shape \(1, 2, 1\)"):
+        Decoder(tmp_path / "r.onnx")

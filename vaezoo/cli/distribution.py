@@ -13,9 +13,20 @@ from vaezoo.core.errors import VaezooError
 
 def _default_opset() -> int:
     # imported only when needed: exporters pulls in onnx, which `vaezoo --help` and other commands do not need
-    from exporters.graph import OPSET
+    from exporters import OPSET
 
     return OPSET
+
+
+class _ComputedDefault(click.Option):
+    """An option whose callable default is shown as its value in --help (click shows a callable as '(dynamic)',
+    and a show_default string in parentheses); it is called only when the help is written."""
+
+    def get_help_extra(self, ctx: click.Context):
+        extra = super().get_help_extra(ctx)
+        if "default" in extra and callable(self.default):
+            extra["default"] = str(self.default())
+        return extra
 
 
 def _int8_row(row: dict) -> str:
@@ -34,7 +45,7 @@ def _int8_row(row: dict) -> str:
 @click.option("--fp16", is_flag=True, help="fp16 weights and arithmetic, float32 z and x (for GPU providers).")
 @click.option("--sampler", is_flag=True, help="Graph input is a count n; z is drawn inside (RandomNormalLike).")
 @click.option("--sampler-seed", type=int, default=0, show_default=True, help="The sampler's seed, fixed at export.")
-@click.option("--opset", type=int, default=_default_opset, show_default="exporters.graph.OPSET",
+@click.option("--opset", cls=_ComputedDefault, type=int, default=_default_opset, show_default=True,
               help="ONNX opset of the graph.")
 @click.option("--register", "register_name", default=None, help="Also register the file in the MLflow model registry under NAME.")
 @click.option("--alias", default=None, help="With --register: point this alias at the new version.")

@@ -1,7 +1,7 @@
 """Sampling runtime for services: numpy and onnxruntime only (never torch, never mlflow).
 
-Install only what it needs:  ``pip install --no-deps vaezoo && pip install numpy onnxruntime``
-(``onnxruntime-gpu`` instead of ``onnxruntime`` for CUDA). Then::
+Install only what it needs: ``pip install numpy onnxruntime`` and ``pip install --no-deps`` vaezoo's wheel (built
+from a checkout until it is published: README, "For service authors"); ``onnxruntime-gpu`` for CUDA. Then::
 
     from vaezoo.runtime import Decoder
     images = Decoder("mlp-vae.mnist5k").sample(64, seed=0)   # [64, 1, 28, 28] float32 in [0, 1]

@@ -19,11 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("spec")
     p.add_argument("--cache-dir")
     s = sub.add_parser("sample", help="write a PNG grid of prior samples")
-    s.add_argument("source", help="a .onnx file, a shipped name or URL#sha256=HEX")
+    s.add_argument("source", help="a file (with a '/' or ending in .onnx: ./NAME for a bare file name), "
+                   "a shipped name or URL#sha256=HEX")
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="samples.png")
-    s.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    s.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
+    s.add_argument("--providers", default=None,
+                   help="comma-separated onnxruntime execution providers, in priority order (default: CUDA if usable, then CPU)")
     s.add_argument("--cache-dir")
     sub.add_parser("list", help="the shipped decoders")
     args = parser.parse_args(argv)
@@ -38,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
             if not args.out.lower().endswith(".png"):
                 raise VaezooError(f"--out must name a .png file, got '{args.out}'")
-            dec = Decoder(args.source, intra_op_threads=args.threads, cache=args.cache_dir)
+            providers = [p.strip() for p in args.providers.split(",") if p.strip()] if args.providers is not None else None
+            dec = Decoder(args.source, providers=providers, intra_op_threads=args.threads, cache=args.cache_dir)
             print(save_grid(args.out, dec.sample(args.n, seed=args.seed)))
         else:
             from vaezoo.runtime.catalog import list_pretrained

@@ -8,6 +8,7 @@ a few lines: stream to a temp file beside the target while hashing, check size a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -21,6 +22,9 @@ from vaezoo.core.io import atomic_write, atomic_write_bytes
 
 CACHE_ENV = "VAEZOO_CACHE"
 CHUNK = 1 << 16
+# A decoder is a few MB (the largest shipped one is 2.2 MB); a server sending more than this is misconfigured or
+# hostile, and is not allowed to fill the disk. Raise it per call with ``max_bytes``.
+MAX_DOWNLOAD_BYTES = 256 << 20
 USER_AGENT = "vaezoo-runtime"
 
 
@@ -80,9 +84,33 @@ def _progress_bar(total: int | None, label: str):
     return tqdm(total=total, unit="B", unit_scale=True, desc=label)
 
 
-def download(url: str, dest: Path, sha256: str, progress: bool = False, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` into ``dest``: nothing appears at ``dest`` unless every byte arrived and the sha256 matches."""
+@contextlib.contextmanager
+def _removing_new_folders(folder: Path):
+    """On any failure, remove the folders on the way to ``folder`` that did not exist before and are still empty, so
+    a failed pull leaves the cache as it was (no empty ``url/<sha256>/``)."""
+    new = []
+    while not folder.exists() and folder != folder.parent:
+        new.append(folder)  # deepest first
+        folder = folder.parent
+    try:
+        yield
+    except BaseException:
+        for made in new:
+            try:
+                made.rmdir()
+            except OSError:  # another process has put a file there meanwhile: it is theirs now
+                break
+        raise
+
+
+def download(url: str, dest: Path, sha256: str, progress: bool = False, timeout: float = 30.0,
+             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Fetch ``url`` into ``dest``: nothing appears at ``dest`` unless every byte arrived, there were at most
+    ``max_bytes`` of them, and the sha256 matches; a failure leaves no file and no new folder."""
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise VaezooError(f"max_bytes must be an int >= 1, got {max_bytes!r}")
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    too_big = f"download of {url} exceeds the limit of {max_bytes} bytes (max_bytes); nothing was cached"
 
     def write(tmp: str) -> None:
         h = hashlib.sha256()
@@ -91,12 +119,16 @@ def download(url: str, dest: Path, sha256: str, progress: bool = False, timeout:
             with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as fh:
                 length = resp.headers.get("Content-Length")
                 expected = int(length) if length and length.isdigit() else None
+                if expected is not None and expected > max_bytes:
+                    raise VaezooError(f"{too_big} (the server announces {expected})")
                 bar = _progress_bar(expected, dest.name) if progress else None
                 try:
                     while block := resp.read(CHUNK):
+                        received += len(block)
+                        if received > max_bytes:  # a server may send more than it announced, or announce nothing
+                            raise VaezooError(too_big)
                         fh.write(block)
                         h.update(block)
-                        received += len(block)
                         if bar:
                             bar.update(len(block))
                 finally:
@@ -114,15 +146,22 @@ def download(url: str, dest: Path, sha256: str, progress: bool = False, timeout:
                 f"sha256 mismatch for {url}: expected {sha256}, got {h.hexdigest()}; the download was deleted"
             )
 
-    atomic_write(dest, write)
+    with _removing_new_folders(dest.parent):
+        atomic_write(dest, write)
     return dest
 
 
-def copy_checked(src: Path, dest: Path, sha256: str) -> Path:
-    """Copy ``src`` into the cache atomically, refusing it unless its sha256 matches."""
+def read_checked(src: Path, sha256: str) -> bytes:
+    """The bytes of ``src``, refused unless their sha256 matches (read once: the bytes hashed are the bytes used)."""
     data = src.read_bytes()
     got = sha256_bytes(data)
     if got != sha256:
         raise VaezooError(f"'{src}' has sha256 {got}, expected {sha256}: the file is corrupt")
-    atomic_write_bytes(dest, data)
+    return data
+
+
+def write_cached(dest: Path, data: bytes) -> Path:
+    """Write ``data`` into the cache atomically; a failure leaves no file and no new folder."""
+    with _removing_new_folders(dest.parent):
+        atomic_write_bytes(dest, data)
     return dest

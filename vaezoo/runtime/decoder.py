@@ -43,23 +43,45 @@ def parse_metadata(props: dict[str, str]) -> dict:
     return out
 
 
-def _resolve(source: str | os.PathLike, cache: str | os.PathLike | None) -> Path:
+URL_PREFIXES = ("http://", "https://", "models:/")
+
+
+def is_path(source: str | os.PathLike) -> bool:
+    """True when ``source`` names a file: a path object, or a string with a folder separator or ending in
+    ``.onnx``. Anything else is a shipped name or a URL: a stray local file named like a shipped decoder must
+    never stand in for its hash-checked copy, so a bare name is never looked up in the working folder."""
+    if isinstance(source, os.PathLike):
+        return True
     text = str(source)
-    if not text.startswith(("http://", "https://", "models:/")):
+    if text.startswith(URL_PREFIXES) or "://" in text:
+        return False
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return any(sep in text for sep in separators) or text.lower().endswith(".onnx")
+
+
+def _resolve(source: str | os.PathLike, cache: str | os.PathLike | None) -> Path:
+    if is_path(source):
         path = Path(source)
-        if path.suffix == ".onnx" or path.is_file() or os.sep in text:
-            if not path.is_file():
-                raise VaezooError(f"no decoder file at '{path}'")
-            return path
+        if not path.is_file():
+            raise VaezooError(f"no decoder file at '{path}'")
+        return path
     from vaezoo.runtime.pull import pull
 
-    return pull(text, cache)
+    text = str(source)
+    try:
+        return pull(text, cache)
+    except VaezooError as exc:
+        if Path(text).is_file():  # the user most likely meant the file: say how to ask for it
+            raise VaezooError(f"{exc} (to load the file '{text}' here, write './{text}')") from None
+        raise
 
 
 class Decoder:
     """An exported decoder: ``decode(z)``, ``sample(n, seed=)``, ``metadata``.
 
-    ``source`` is a .onnx file, a shipped decoder name (``mlp-vae.mnist5k``) or a ``URL#sha256=HEX``.
+    ``source`` is a file (a path object, or a string that contains a '/' or ends in ``.onnx``), a shipped
+    decoder name (``mlp-vae.mnist5k``) or a ``URL#sha256=HEX``; names and URLs resolve to hash-checked files.
+    ``providers`` (default: CUDA if usable, then CPU) and the thread counts go to onnxruntime's session.
     """
 
     def __init__(
@@ -96,15 +118,7 @@ class Decoder:
         except Exception as exc:  # onnxruntime raises its own pybind exception types
             raise VaezooError(f"cannot load '{self.path}' as an ONNX decoder: {str(exc).splitlines()[0]}") from None
         self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
-        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if [i.name for i in inputs] != ["z"] or "x" not in [o.name for o in outputs]:
-            kind = " (a sampler graph: run it with onnxruntime directly)" if [i.name for i in inputs] == ["n"] else ""
-            raise VaezooError(f"'{self.path}' is not a vaezoo decoder graph (input 'z', output 'x'){kind}")
-        z_shape = inputs[0].shape
-        if len(z_shape) != 2 or not isinstance(z_shape[1], int):
-            raise VaezooError(f"'{self.path}': input z must be [N, latent_dim], got {z_shape}")
-        self.latent_dim: int = z_shape[1]
-        self.output_shape: tuple[int, ...] = tuple(self.metadata.get("output_shape") or outputs[0].shape[1:])
+        self.latent_dim, self.output_shape = _check_interface(self._session, self.metadata, self.path)
 
     @property
     def providers(self) -> list[str]:
@@ -144,6 +158,56 @@ class Decoder:
             isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
         ):
             raise VaezooError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+        if seed is not None and not isinstance(seed, np.random.Generator) and seed < 0:
+            raise VaezooError(f"seed must be >= 0, got {seed}")  # numpy's SeedSequence refuses negative seeds
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
         return self.decode(z)
+
+
+def _fixed(dim) -> bool:
+    """A static dimension (onnxruntime reports a dynamic one as its name, or None)."""
+    return isinstance(dim, int)
+
+
+def _check_interface(session, metadata: dict, path: Path) -> tuple[int, tuple[int, ...]]:
+    """(latent_dim, output_shape) of a decoder graph, after checking its declared inputs and outputs against the
+    vaezoo interface and its metadata, then decoding a batch of 2 (so a graph that loads also samples, and
+    ``output_shape`` is what ``decode`` returns, not what the metadata claims)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != ["z"] or "x" not in [o.name for o in outputs]:
+        kind = " (a sampler graph: run it with onnxruntime directly)" if [i.name for i in inputs] == ["n"] else ""
+        raise VaezooError(f"'{path}' is not a vaezoo decoder graph (input 'z', output 'x'){kind}")
+    z = inputs[0]
+    x = next(o for o in outputs if o.name == "x")
+    for name, arg in (("input z", z), ("output x", x)):
+        if arg.type != "tensor(float)":
+            raise VaezooError(f"'{path}': {name} must be float32, the graph declares {arg.type}")
+        if not arg.shape or _fixed(arg.shape[0]):
+            raise VaezooError(f"'{path}': {name} has a fixed batch of {arg.shape[0] if arg.shape else 'none'} "
+                              f"(shape {arg.shape}); a vaezoo decoder has a dynamic batch dimension: re-export it")
+    if len(z.shape) != 2 or not _fixed(z.shape[1]) or z.shape[1] < 1:
+        raise VaezooError(f"'{path}': input z must be [batch, latent_dim], got {z.shape}")
+    latent_dim = z.shape[1]
+    if "latent_dim" in metadata and metadata["latent_dim"] != latent_dim:
+        raise VaezooError(f"'{path}': metadata latent_dim {metadata['latent_dim']!r} disagrees with the graph's "
+                          f"input z {z.shape}")
+    declared = x.shape[1:]
+    claimed = metadata.get("output_shape")
+    if claimed is not None:
+        if not isinstance(claimed, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                                    for d in claimed):
+            raise VaezooError(f"'{path}': metadata output_shape must be a list of positive ints, got {claimed!r}")
+        if len(claimed) != len(declared) or any(_fixed(g) and g != c for g, c in zip(declared, claimed)):
+            raise VaezooError(f"'{path}': metadata output_shape {tuple(claimed)} disagrees with the graph's "
+                              f"output x {x.shape}")
+    try:
+        probe = session.run(["x"], {"z": np.zeros((2, latent_dim), dtype=np.float32)})[0]
+    except Exception as exc:  # onnxruntime's pybind exception types
+        raise VaezooError(f"'{path}' cannot decode a batch of 2: {str(exc).splitlines()[0]}") from None
+    shape = tuple(int(d) for d in probe.shape[1:])
+    if probe.shape[0] != 2 or probe.dtype != np.float32 or (claimed is not None and shape != tuple(claimed)) \
+            or any(_fixed(g) and g != d for g, d in zip(declared, shape)) or len(shape) != len(declared):
+        raise VaezooError(f"'{path}': for a batch of 2 the graph returned x {probe.dtype} {probe.shape}; it declares "
+                          f"{x.shape}" + (f" and its metadata output_shape {tuple(claimed)}" if claimed is not None else ""))
+    return latent_dim, shape

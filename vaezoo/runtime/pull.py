@@ -11,7 +11,7 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 
 from vaezoo.core.errors import VaezooError
-from vaezoo.runtime.cache import cache_dir, copy_checked, download, is_valid
+from vaezoo.runtime.cache import MAX_DOWNLOAD_BYTES, cache_dir, download, is_valid, read_checked, write_cached
 from vaezoo.runtime.catalog import FILE_RE, check_file_name, pretrained_dir, pretrained_entry
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -33,37 +33,46 @@ def parse_url(spec: str) -> tuple[str, str, str]:
     return url, value, name
 
 
-def pull_name(name: str, cache: str | os.PathLike | None = None, progress: bool = False) -> Path:
-    """A shipped decoder, copied (hash-checked) into the cache; a warm cache is used as is."""
+def pull_name(name: str, cache: str | os.PathLike | None = None, progress: bool = False,
+              max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """A shipped decoder, copied (hash-checked) into the cache; a warm cache is used as is. When the cache cannot
+    be written (a read-only container, an unwritable $VAEZOO_CACHE), the hash-checked packaged copy itself."""
     entry = pretrained_entry(name)
     dest = cache_dir(cache) / "pretrained" / f"{entry['name']}.onnx"
     if is_valid(dest, entry["sha256"]):
         return dest
     src = pretrained_dir() / check_file_name(entry["file"])
     if src.is_file():
-        return copy_checked(src, dest, entry["sha256"])
+        data = read_checked(src, entry["sha256"])
+        try:
+            return write_cached(dest, data)
+        except VaezooError:  # only the write can fail here: the packaged file was read and checked above
+            return src
     if entry.get("url"):
-        return download(entry["url"], dest, entry["sha256"], progress)
+        return download(entry["url"], dest, entry["sha256"], progress, max_bytes=max_bytes)
     raise VaezooError(f"pretrained decoder '{name}' is listed but its file '{entry['file']}' is not installed")
 
 
-def pull_url(spec: str, cache: str | os.PathLike | None = None, progress: bool = False) -> Path:
+def pull_url(spec: str, cache: str | os.PathLike | None = None, progress: bool = False,
+             max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
     """Download a ``URL#sha256=HEX`` into ``<cache>/url/<sha256>/``; a warm cache needs no network."""
     url, sha256, fname = parse_url(spec)
     dest = cache_dir(cache) / "url" / sha256 / fname
     if is_valid(dest, sha256):
         return dest
-    return download(url, dest, sha256, progress)
+    return download(url, dest, sha256, progress, max_bytes=max_bytes)
 
 
-def pull(spec: str, cache: str | os.PathLike | None = None, progress: bool = False) -> Path:
-    """Local path of a verified decoder file for a shipped name or an ``http(s)://...#sha256=HEX`` URL."""
+def pull(spec: str, cache: str | os.PathLike | None = None, progress: bool = False,
+         max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Local path of a verified decoder file for a shipped name or an ``http(s)://...#sha256=HEX`` URL (a download
+    is refused past ``max_bytes``)."""
     if not isinstance(spec, str) or not spec:
         raise VaezooError(f"nothing to pull: {spec!r}")
     if spec.startswith(("http://", "https://")):
-        return pull_url(spec, cache, progress)
+        return pull_url(spec, cache, progress, max_bytes)
     if spec.startswith("models:/"):
         raise VaezooError("models:/ URIs need mlflow: use `vaezoo pull` or vaezoo.tracking.registry.pull (pip install vaezoo[track])")
     if "://" in spec:
         raise VaezooError(f"unsupported scheme in {spec!r}: pull takes a decoder name, an http(s) URL or models:/NAME@ALIAS")
-    return pull_name(spec, cache, progress)
+    return pull_name(spec, cache, progress, max_bytes)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vaezoo.core.errors import VaezooError
 from vaezoo.core.io import atomic_write_bytes
-from vaezoo.runtime.cache import cache_dir, is_valid, sha256_bytes
+from vaezoo.runtime.cache import MAX_DOWNLOAD_BYTES, cache_dir, is_valid, sha256_bytes
 from vaezoo.runtime.pull import pull as pull_runtime
 from vaezoo.tracking.runs import MlflowTracker, tracking_uri
 
@@ -115,8 +115,8 @@ def pull_registry(spec: str, cache: str | os.PathLike | None = None, tracking_ur
 
 
 def pull_any(spec: str, cache: str | os.PathLike | None = None, progress: bool = False,
-         tracking_uri: str | None = None) -> Path:
-    """Local path of a verified decoder for any spec ``vaezoo pull`` takes."""
+             tracking_uri: str | None = None, max_bytes: int = MAX_DOWNLOAD_BYTES) -> Path:
+    """Local path of a verified decoder for any spec ``vaezoo pull`` takes (a download is refused past ``max_bytes``)."""
     if isinstance(spec, str) and spec.startswith("models:/"):
         return pull_registry(spec, cache, tracking_uri)
-    return pull_runtime(spec, cache, progress)
+    return pull_runtime(spec, cache, progress, max_bytes)

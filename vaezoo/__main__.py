@@ -1,0 +1,7 @@
+"""``python -m vaezoo``: the ``vaezoo`` command."""
+
+import sys
+
+from vaezoo.cli import main
+
+sys.exit(main())
