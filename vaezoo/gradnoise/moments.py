@@ -35,7 +35,7 @@ from vaezoo.errors import VaezooError
 from vaezoo.gradnoise.pergrad import Surrogate, network_of
 from vaezoo.objectives import Objective, ObjectiveConfig
 
-CHUNK_BYTES = 16 * 2**20  # per-example matrices of one chunk; beyond a few MiB the reduction leaves the cache
+CHUNK_BYTES = 4 * 2**20  # per-example matrices of one chunk: measured fastest at a few MiB (the cache), not more
 DISAGREES = "its hook sum disagrees with autograd's gradient (its parameters are used outside its own calls)"
 CHECK_RTOL = 1e-3  # hook figures against autograd's: float32 round-off is ~1e-6 here, a missed use is O(1)
 
@@ -373,17 +373,21 @@ def _requiring_grad(params: list[torch.Tensor]) -> Iterator[None]:
 
 
 def _per_example_bytes(layer: _Layer, calls: list[_Call], B: int) -> int:
-    """Bytes one example adds to a chunk: the weight matrix and its square, plus both factors."""
+    """Bytes one example adds to a chunk: its weight matrix, and its factors with their reshaped copies."""
     w = layer.module.weight
     factors = 0
     for c in calls:
         rows = c.a.shape[0] // B
         if isinstance(layer.module, nn.Linear):
             factors += rows * (c.a.shape[-1] + c.delta.shape[-1])
-        else:  # the unfolded operand dominates: kernel size times the positions of the narrower side
+        else:  # the unfolded side: kernel positions x channels of one side x positions of the other
             k = math.prod(layer.module.kernel_size)
-            factors += rows * k * (c.a[0].numel() + c.delta[0].numel())
-    return (2 * w.numel() + factors) * w.element_size()
+            a_pos, d_pos = c.a[0, 0].numel(), c.delta[0, 0].numel()
+            if isinstance(layer.module, nn.ConvTranspose2d):
+                factors += rows * (k * c.delta.shape[1] * a_pos + c.a[0].numel() + c.delta[0].numel())
+            else:
+                factors += rows * (k * c.a.shape[1] * d_pos + c.delta[0].numel())
+    return (w.numel() + 2 * factors) * w.element_size()
 
 
 def _factors(module: nn.Module, calls: list[_Call], B: int, i0: int, i1: int):
@@ -417,6 +421,8 @@ def _factors(module: nn.Module, calls: list[_Call], B: int, i0: int, i1: int):
             lefts.append(flat_d)
             rights.append(u)
         biases.append(flat_d.sum(-1))
+    if len(calls) == 1:
+        return lefts[0], rights[0], biases[0]
     return torch.cat(lefts, -1), torch.cat(rights, -1), torch.stack(biases).sum(0)
 
 
@@ -438,7 +444,7 @@ def _square_into(
     else:
         sq += g.square().sum(0)
     M = left.shape[-1]
-    if M * (left.shape[1] + right.shape[1]) < left.shape[1] * right.shape[1]:
+    if 2 * M * (left.shape[1] + right.shape[1]) < left.shape[1] * right.shape[1]:
         # |L R^T|^2 = sum (L^T L) * (R^T R): M x M Gram matrices instead of another pass over g
         norms.copy_(((left.transpose(1, 2) @ left) * (right.transpose(1, 2) @ right)).sum((1, 2)))
     else:
@@ -465,8 +471,8 @@ class _Projection:
         self.mine = self.scale = 0.0
 
     def add(self, left: torch.Tensor, right: torch.Tensor) -> None:
-        lv = torch.einsum("cmk,m->ck", left, self.v).double()  # matrix-vector in float32: round-off ~1e-7
-        ru = torch.einsum("cnk,n->ck", right, self.u).double()
+        lv = (self.v @ left).double()  # [c, M], matrix-vector in float32: round-off ~1e-7
+        ru = (self.u @ right).double()
         self.mine += float((lv * ru).sum())
         self.scale += float((lv.abs() * ru.abs()).sum())
 
