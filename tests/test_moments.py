@@ -290,3 +290,44 @@ def test_peak_memory_grows_with_b_like_a_backward_pass_not_like_per_example_grad
     assert grow_engine <= 1.5 * grow_backward + chunk, peaks
     for B, (eng, bwd) in peaks.items():
         assert eng <= 1.5 * bwd + chunk + 3 * 4 * n_params, (B, eng, bwd)  # moments: sum, squares, and slack
+
+
+# --- the study's pool served by the engine ------------------------------------------------------------------
+
+
+def test_study_pool_from_hooks_equals_the_vmap_pool():
+    from vaezoo.data import DataConfig, load_dataset
+    from vaezoo.gradnoise.measure import GradVarConfig, run_study
+
+    data = load_dataset(DataConfig(name="digits", binarize="dynamic")).train
+    torch.manual_seed(6)
+    model = get_model("vae", input_shape=(1, 8, 8), hidden=(16,), latent_dim=2)
+    base = {
+        "batch_sizes": (4,),
+        "ks": (2,),
+        "k_sweep_batch": 4,
+        "estimators": ("reparam", "dreg"),
+        "draws": 8,
+        "split": False,
+        "pool": 64,
+        "pool_groups": 8,
+        "bootstrap": 20,
+    }
+    runs = {
+        method: run_study(model, data, "dynamic", GradVarConfig(**base, method=method), torch.device("cpu"), False)
+        for method in ("hooks", "vmap")
+    }
+    hooks, vmap_ = runs["hooks"].pools, runs["vmap"].pools
+    assert [(p.bound, p.estimator) for p in hooks] == [("elbo", "reparam"), ("iwae", "reparam"), ("iwae", "dreg")]
+    for a, b in zip(hooks, vmap_):
+        assert a.info["method"] == "hooks" and a.info["fallback"] == {}
+        for net, stats in b.point.items():
+            for name, value in stats.items():
+                assert a.point[net][name] == pytest.approx(value, rel=1e-4, abs=1e-9), (a.estimator, net, name)
+
+
+def test_unknown_pool_method_is_one_clear_error():
+    from vaezoo.gradnoise.measure import GradVarConfig
+
+    with pytest.raises(VaezooError, match="unknown method 'jax'; choose from hooks, vmap"):
+        GradVarConfig(method="jax")
