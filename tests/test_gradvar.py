@@ -391,6 +391,7 @@ TINY = ["--dataset", "digits", "--set", "model.hidden=[16]", "--set", "model.lat
         (["--batch-sizes", "8,4096", "--without-replacement"], "exceeds the 1438 training examples"),
         (["--batch-sizes", "1,x"], "comma-separated integers"),
         (["--two-batch", "64,4"], "smaller first"),
+        (["--method", "backpack"], "unknown method 'backpack'; choose from hooks, vmap"),
     ],
 )
 def test_bad_input_is_one_clear_error(tmp_path, capsys, args, message):

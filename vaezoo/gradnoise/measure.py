@@ -25,6 +25,7 @@ from vaezoo.core.errors import VaezooError
 from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data import binarize_batch, eval_binarized
 from vaezoo.gradnoise import stats
+from vaezoo.gradnoise.moments import CHUNK_BYTES, GradientMoments
 from vaezoo.gradnoise.pergrad import NETWORKS, DrawGradients
 from vaezoo.objectives import ESTIMATORS, ObjectiveConfig
 from vaezoo.objectives.bounds import BOUNDS
@@ -33,6 +34,7 @@ MODEL = "model"  # encoder and decoder together, for the additive figures (trace
 MAX_DRAWS = 8192  # the bootstrap keeps an R x R Gram matrix per network (float64)
 SNR_BOOT_COLUMNS = 1 << 16  # parameters per network the SNR's bootstrap replicates are computed on
 DESIGNS = ("cross", "full")
+METHODS = ("hooks", "vmap")  # how the pool's per-example moments are made (vaezoo.gradnoise.moments / pergrad)
 
 
 @dataclass
@@ -44,7 +46,9 @@ class GradVarConfig:
     bootstrap: replicates for the intervals; data_limit: use only the first N training examples (0: all;
     1: one fixed x, the setting of Rainforth et al. 2018, where a minibatch is B outer samples of it;
     the N examples are binarised once, see select_data);
-    chunk_units / chunk_mb bound one vmapped chunk's memory. A cell keeps its R gradients (R x P floats:
+    chunk_units / chunk_mb bound one vmapped chunk's memory; method: the pool's per-example moments from
+    layer hooks in one backward pass per group (``hooks``, vaezoo.gradnoise.moments) or from torch.func
+    per-example gradients (``vmap``). A cell keeps its R gradients (R x P floats:
     about 0.9 GB for the 1.1M-parameter reference VAE at R = 200) and a pool its groups' sums."""
 
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
@@ -66,6 +70,7 @@ class GradVarConfig:
     data_limit: int = 0
     chunk_units: int = 8192
     chunk_mb: int = 256
+    method: str = "hooks"
 
     def __post_init__(self) -> None:
         self._check_grid()
@@ -124,6 +129,8 @@ class GradVarConfig:
             raise VaezooError(f"data_limit must be >= 0 (0: all examples), got {self.data_limit}")
         if self.chunk_units < 1 or self.chunk_mb < 1:
             raise VaezooError("chunk_units and chunk_mb must be >= 1")
+        if self.method not in METHODS:
+            raise VaezooError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
 
     @property
     def k_base(self) -> int:
@@ -380,14 +387,26 @@ def measure_pool(
     draws = [
         (lambda i=i: sampler.batch(1, K, "pool", i), lambda i=i: sampler.noise(K, 1, K, "pool", i)) for i in range(N)
     ]
-    for i, grads in _gradient_chunks(engine, draws, chunk, device):
-        group = torch.arange(i, i + chunk, device=device)[: next(iter(grads.values())).shape[0]] // size
-        for net, g in grads.items():
-            sums[net].index_add_(0, group, g)
-            sq[net].index_add_(0, group, g.double().square().sum(1))
-    counts = _boot(cfg, G, K, "pool")
     res = PoolResult(bound=bound, estimator=estimator, K=K)
-    res.info = {"N": N, "groups": G, "chunk": chunk}
+    res.info = {"N": N, "groups": G, "chunk": chunk, "method": cfg.method}
+    if cfg.method == "hooks":  # a group is a batch: its sum and its examples' squared norms, nothing per example
+        moments = GradientMoments(engine.module.model, engine.cfg, min(CHUNK_BYTES, cfg.chunk_mb * 2**20))
+        for grp in range(G):
+            part = draws[grp * size : (grp + 1) * size]
+            x = torch.cat([mx() for mx, _ in part]).to(device)
+            eps = torch.cat([me() for _, me in part], 1).to(device)
+            m = moments(x, eps)
+            for net, names in engine.names.items():
+                sums[net][grp] = torch.cat([m.sum[n].reshape(-1) for n in names])
+                sq[net][grp] = m.network_sq_norms(names).sum()
+        res.info["fallback"] = m.fallback
+    else:
+        for i, grads in _gradient_chunks(engine, draws, chunk, device):
+            group = torch.arange(i, i + chunk, device=device)[: next(iter(grads.values())).shape[0]] // size
+            for net, g in grads.items():
+                sums[net].index_add_(0, group, g)
+                sq[net].index_add_(0, group, g.double().square().sum(1))
+    counts = _boot(cfg, G, K, "pool")
     for net in NETWORKS:
         m = stats.RowMoments.of(sums[net] / size)
         point = stats.noise_scale_pooled(m, sq[net].cpu(), size)
