@@ -118,6 +118,15 @@ class GradVarConfig:
             raise VaezooError(f"pool and bootstrap must be >= 0, got pool={self.pool} bootstrap={self.bootstrap}")
         if self.pool and (self.pool_groups < 2 or self.pool % self.pool_groups):
             raise VaezooError(f"pool ({self.pool}) must be a multiple of pool_groups ({self.pool_groups} >= 2)")
+        self._check_two_batch()
+        if self.data_limit < 0:
+            raise VaezooError(f"data_limit must be >= 0 (0: all examples), got {self.data_limit}")
+        if self.chunk_units < 1 or self.chunk_mb < 1:
+            raise VaezooError("chunk_units and chunk_mb must be >= 1")
+        if self.method not in METHODS:
+            raise VaezooError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
+
+    def _check_two_batch(self) -> None:
         if self.two_batch:
             small_big = tuple(self.two_batch)
             if len(small_big) != 2 or not small_big[0] < small_big[1]:
@@ -125,12 +134,6 @@ class GradVarConfig:
             missing = [b for b in small_big if b not in self.b_sweep_sizes()]
             if missing:
                 raise VaezooError(f"two_batch sizes {missing} are not in the B sweep {list(self.b_sweep_sizes())}")
-        if self.data_limit < 0:
-            raise VaezooError(f"data_limit must be >= 0 (0: all examples), got {self.data_limit}")
-        if self.chunk_units < 1 or self.chunk_mb < 1:
-            raise VaezooError("chunk_units and chunk_mb must be >= 1")
-        if self.method not in METHODS:
-            raise VaezooError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
 
     @property
     def k_base(self) -> int:
