@@ -18,8 +18,9 @@ import torch
 import vaezoo
 from exporters.export import RUN_METRICS, ExportOptions, export_model, run_metadata, sha256_bytes
 from exporters.graph import OUTPUT_MEANING, decoder_parameter_count
-from vaezoo.core.configs import load_recorded, save_json
+from vaezoo.core.configs import load_recorded, save_json, to_dict
 from vaezoo.core.errors import VaezooError
+from vaezoo.pretrained import PretrainedEntry
 from vaezoo.runtime.catalog import MANIFEST_FORMAT, check_name, load_manifest, manifest_path, pretrained_entry
 
 # IS log-likelihood with 1,000 importance samples (Burda et al. used 5,000): keeps a rebuild to minutes on 2 cores.
@@ -141,6 +142,7 @@ def build(name: str, work_dir: str | Path, out_dir: str | Path | None = None, pr
         "training": {"seconds": round(seconds, 1), "cpu": cpu_model(), "torch_threads": BUILD_THREADS,
                      "steps": cfg.steps, "weights_sha256": meta["weights_sha256"]},
     }
+    PretrainedEntry.from_dict(entry)  # a record the runtime could not read is never written
     write_entry(out_dir / "manifest.json", entry)
     return entry
 
@@ -171,15 +173,15 @@ def reproduce(name: str, work_dir: str | Path, progress: bool = True) -> dict:
     from vaezoo.training.config import TrainConfig
 
     entry = pretrained_entry(name)
-    recipe = entry["recipe"]
+    recipe = entry.recipe
     cfg = load_recorded(TrainConfig, recipe["config"], recipe["config_hash"], f"manifest recipe of '{name}'").cfg
     run_dir = Path(work_dir) / name
     # with the recorded thread count the order of float sums is the same, so the same CPU gives the same bits
     metrics, seconds, model, record = train_and_evaluate(cfg, run_dir, recipe["eval"],
-                                                         int(entry["training"]["torch_threads"]), progress)
-    rows = compare(entry["metrics"], metrics, entry["tolerance"])
+                                                         entry.training.torch_threads, progress)
+    rows = compare(to_dict(entry.metrics), metrics, to_dict(entry.tolerance))
     rebuilt = run_dir / f"{name}.onnx"
-    entry_meta = {"name": name, "license": entry["license"], "data_license": entry["data_license"]}
+    entry_meta = {"name": name, "license": entry.license, "data_license": entry.data_license}
     report, _ = export_entry(run_dir, model, record, rebuilt, entry_meta, metrics)
     return {
         "name": name,
@@ -188,7 +190,7 @@ def reproduce(name: str, work_dir: str | Path, progress: bool = True) -> dict:
         "training_seconds": round(seconds, 1),
         "run_dir": str(run_dir),
         "rebuilt_file": str(rebuilt),
-        "identical_file": report["sha256"] == entry["sha256"],
+        "identical_file": report["sha256"] == entry.sha256,
         "version_note": "" if recipe["vaezoo_version"] == vaezoo.__version__ else
         f"recipe made with vaezoo {recipe['vaezoo_version']}, rerun with {vaezoo.__version__}",
     }
@@ -205,11 +207,11 @@ def check(name: str) -> dict:
     from vaezoo.runtime.catalog import check_file_name, pretrained_dir
 
     entry = pretrained_entry(name)
-    path = pretrained_dir() / check_file_name(entry["file"])
+    path = pretrained_dir() / check_file_name(entry.file)
     blob = path.read_bytes()  # read once: the bytes hashed are the bytes checked
-    if sha256_bytes(blob) != entry["sha256"]:
+    if sha256_bytes(blob) != entry.sha256:
         raise VaezooError(f"'{path}' does not match the sha256 in the manifest")
     proto = onnx.load_from_string(blob)
     head = load_torch_decoder(proto)
-    return {"name": name, "parity": parity(blob, head, entry["latent_dim"], TOLERANCE["fp32"]),
-            "int8": int8_error_table(proto, head, entry["latent_dim"])}
+    return {"name": name, "parity": parity(blob, head, entry.latent_dim, TOLERANCE["fp32"]),
+            "int8": int8_error_table(proto, head, entry.latent_dim)}

@@ -23,7 +23,7 @@ REQUIRED = {"mlp-vae.mnist5k", "mlp-iwae5.mnist5k", "conv-vae.mnist5k", "mlp-vae
 FIELDS = {"name": str, "description": str, "file": str, "sha256": str, "size_bytes": int, "parameter_count": int,
           "latent_dim": int, "output_shape": list, "likelihood": str, "output": str, "dataset": str, "recipe": dict,
           "metrics": dict, "tolerance": dict, "license": str, "data_license": str, "training": dict, "parity": dict}
-ENTRIES = list_pretrained()
+ENTRIES = [e.to_dict() for e in list_pretrained()]  # as plain data, the way the manifest holds them
 
 
 def test_manifest_lists_the_required_decoders():
@@ -90,7 +90,7 @@ def test_pretrained_command_lists_names_and_metrics(capsys):
     for e in ENTRIES:
         assert e["name"] in out and f"{e['metrics']['test_elbo']:.2f}" in out
     assert main(["pretrained", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["models"] == ENTRIES
+    assert json.loads(capsys.readouterr().out)["models"] == load_manifest()["models"]
 
 
 def test_compare_applies_the_stated_tolerance():
@@ -115,3 +115,24 @@ def test_reproduce_the_smallest_decoder(tmp_path, capsys):
     assert "reproduced: mlp-vae.digits" in out
     rebuilt = Path(tmp_path) / "mlp-vae.digits" / "mlp-vae.digits.onnx"
     assert rebuilt.is_file()
+
+
+def test_a_manifest_entry_is_a_strict_typed_record():
+    from vaezoo.core.errors import VaezooError
+    from vaezoo.pretrained import PretrainedEntry
+
+    good = load_manifest()["models"][0]
+    entry = PretrainedEntry.from_dict(good)
+    assert entry.metrics.test_elbo == good["metrics"]["test_elbo"] and entry.training.torch_threads >= 1
+    assert entry.output_shape == tuple(good["output_shape"])
+    bad_cases = [
+        ({**good, "sha265": "typo"}, "unknown config key 'sha265'"),
+        ({k: v for k, v in good.items() if k != "sha256"}, "lacks sha256"),
+        ({**good, "metrics": {**good["metrics"], "test_elbo": "high"}}, "'metrics.test_elbo' must be float"),
+        ({**good, "metrics": {k: v for k, v in good["metrics"].items() if k != "active_units"}}, "metrics lacks active_units"),
+        ({**good, "latent_dim": 32.5}, "'latent_dim' must be int"),
+    ]
+    for data, message in bad_cases:
+        with pytest.raises(VaezooError, match=message) as info:
+            PretrainedEntry.from_dict(data)
+        assert str(info.value).startswith(f"manifest entry '{good['name']}'")

@@ -194,11 +194,11 @@ def test_shipped_name_resolves_into_the_cache(tmp_path, monkeypatch):
         pytest.fail("no pretrained decoders shipped")
     monkeypatch.setenv("VAEZOO_CACHE", str(tmp_path))
     entry = entries[-1]
-    path = pull(entry["name"])
-    assert path == tmp_path / "pretrained" / f"{entry['name']}.onnx"
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"]
+    path = pull(entry.name)
+    assert path == tmp_path / "pretrained" / f"{entry.name}.onnx"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == entry.sha256
     path.write_bytes(b"corrupt")
-    assert hashlib.sha256(pull(entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert hashlib.sha256(pull(entry.name).read_bytes()).hexdigest() == entry.sha256
 
 
 @pytest.mark.parametrize("how", ["a file where the folder should be", "a read-only folder"])
@@ -211,7 +211,7 @@ def test_a_shipped_decoder_loads_from_its_packaged_copy_when_the_cache_cannot_be
     from vaezoo.runtime import list_pretrained
     from vaezoo.runtime.catalog import pretrained_dir
 
-    name = list_pretrained()[0]["name"]
+    name = list_pretrained()[0].name
     if how == "a read-only folder":
         if os.geteuid() == 0:
             pytest.skip("root writes into read-only folders; the other case covers this run")
@@ -242,11 +242,11 @@ def test_a_corrupt_packaged_copy_is_refused_even_when_the_cache_cannot_be_writte
     entry = list_pretrained()[0]
     fake = tmp_path / "pkg"
     fake.mkdir()
-    (fake / entry["file"]).write_bytes(b"tampered")
+    (fake / entry.file).write_bytes(b"tampered")
     monkeypatch.setattr(pull_mod, "pretrained_dir", lambda: fake)
     (tmp_path / "blocker").write_text("not a folder")
     with pytest.raises(VaezooError, match="the file is corrupt"):
-        pull(entry["name"], tmp_path / "blocker" / "cache")
+        pull(entry.name, tmp_path / "blocker" / "cache")
 
 
 def test_cli_pull(server, tmp_path, capsys):

@@ -110,11 +110,11 @@ def pretrained_group(ctx, as_json) -> None:
         return
     click.echo(f"{'name':20s} {'latent':>6s} {'params':>8s} {'MB':>5s} {'ELBO':>8s} {'LL (IS)':>8s} {'AU':>3s}  train")
     for e in entries:
-        m = e["metrics"]
-        click.echo(f"{e['name']:20s} {e['latent_dim']:6d} {e['parameter_count']:8d} {e['size_bytes'] / 1e6:5.2f} "
-                   f"{m['test_elbo']:8.2f} {m['test_ll_is']:8.2f} {m['active_units']:3d}  {e['training']['seconds']:.0f} s")
+        m = e.metrics
+        click.echo(f"{e.name:20s} {e.latent_dim:6d} {e.parameter_count:8d} {e.size_bytes / 1e6:5.2f} "
+                   f"{m.test_elbo:8.2f} {m.test_ll_is:8.2f} {m.active_units:3d}  {e.training.seconds:.0f} s")
     click.echo("nats per test image; LL: importance-sampled log-likelihood with "
-               f"{entries[0]['metrics']['ll_is_samples']} samples; AU: active units; `vaezoo pull NAME` to fetch one")
+               f"{entries[0].metrics.ll_is_samples} samples; AU: active units; `vaezoo pull NAME` to fetch one")
 
 
 @pretrained_group.command("build")
@@ -137,7 +137,7 @@ def pretrained_check(names) -> None:
     from exporters.pretrained import check
     from vaezoo.runtime.catalog import list_pretrained
 
-    for name in names or [e["name"] for e in list_pretrained()]:
+    for name in names or [e.name for e in list_pretrained()]:
         r = check(name)
         diffs = ", ".join(f"{b}: {d:.1e}" for b, d in r["parity"]["max_abs_diff"].items())
         click.echo(f"{name}: sha256 ok; max |onnxruntime - torch| by batch {diffs}")

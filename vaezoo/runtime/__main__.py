@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             from vaezoo.runtime.catalog import list_pretrained
 
             for e in list_pretrained():
-                print(f"{e['name']:22s} latent {e['latent_dim']:3d}  {e['size_bytes'] / 1e6:5.2f} MB  {e['description']}")
+                print(f"{e.name:22s} latent {e.latent_dim:3d}  {e.size_bytes / 1e6:5.2f} MB  {e.description}")
     except VaezooError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vaezoo.core.configs import read_json_object
 from vaezoo.core.errors import VaezooError
+from vaezoo.pretrained import PretrainedEntry
 
 MANIFEST_FORMAT = "vaezoo-pretrained-1"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.[a-z0-9][a-z0-9_-]{0,63}$")
@@ -54,16 +55,19 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def list_pretrained() -> list[dict]:
-    """The manifest entries of the shipped decoders, in manifest order."""
-    return list(load_manifest()["models"])
+def list_pretrained() -> list[PretrainedEntry]:
+    """The manifest entries of the shipped decoders, in manifest order, each checked as a typed record."""
+    models = load_manifest()["models"]
+    if not isinstance(models, list):
+        raise VaezooError(f"the pretrained manifest's 'models' must be a list, got {type(models).__name__}")
+    return [PretrainedEntry.from_dict(m) for m in models]
 
 
-def pretrained_entry(name: str) -> dict:
+def pretrained_entry(name: str) -> PretrainedEntry:
     """The manifest entry of one shipped decoder."""
     check_name(name)
     for entry in list_pretrained():
-        if entry["name"] == name:
+        if entry.name == name:
             return entry
-    known = ", ".join(e["name"] for e in list_pretrained()) or "none built yet"
+    known = ", ".join(e.name for e in list_pretrained()) or "none built yet"
     raise VaezooError(f"unknown pretrained decoder '{name}'; available: {known}")

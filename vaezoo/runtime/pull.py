@@ -38,19 +38,19 @@ def pull_name(name: str, cache: str | os.PathLike | None = None, progress: bool 
     """A shipped decoder, copied (hash-checked) into the cache; a warm cache is used as is. When the cache cannot
     be written (a read-only container, an unwritable $VAEZOO_CACHE), the hash-checked packaged copy itself."""
     entry = pretrained_entry(name)
-    dest = cache_dir(cache) / "pretrained" / f"{entry['name']}.onnx"
-    if is_valid(dest, entry["sha256"]):
+    dest = cache_dir(cache) / "pretrained" / f"{entry.name}.onnx"
+    if is_valid(dest, entry.sha256):
         return dest
-    src = pretrained_dir() / check_file_name(entry["file"])
+    src = pretrained_dir() / check_file_name(entry.file)
     if src.is_file():
-        data = read_checked(src, entry["sha256"])
+        data = read_checked(src, entry.sha256)
         try:
             return write_cached(dest, data)
         except VaezooError:  # only the write can fail here: the packaged file was read and checked above
             return src
-    if entry.get("url"):
-        return download(entry["url"], dest, entry["sha256"], progress, max_bytes=max_bytes)
-    raise VaezooError(f"pretrained decoder '{name}' is listed but its file '{entry['file']}' is not installed")
+    if entry.url:
+        return download(entry.url, dest, entry.sha256, progress, max_bytes=max_bytes)
+    raise VaezooError(f"pretrained decoder '{name}' is listed but its file '{entry.file}' is not installed")
 
 
 def pull_url(spec: str, cache: str | os.PathLike | None = None, progress: bool = False,
