@@ -80,7 +80,7 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 
 
 def ddp_parts(tcfg, x: torch.Tensor, rank: int) -> TrainParts:
-    """vaezoo's model, Objective and Adam (as vaezoo/train.py builds them) behind DistributedDataParallel,
+    """vaezoo's model, Objective and Adam (as vaezoo.training.loop builds them) behind DistributedDataParallel,
     in the dtype of ``x``; rank r draws its noise from a generator seeded ``seed * 1000 + r``."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -31,7 +31,7 @@ class TrainParts:
 def train_step(
     parts: TrainParts, precision: Precision, scaler, generator, zero_grad: bool = True, cache_enabled: bool = True
 ):
-    """One step as vaezoo/train.py takes it: loss, zero_grad, backward, optimizer step; returns the loss."""
+    """One step as vaezoo.training.loop takes it: loss, zero_grad, backward, optimizer step; returns the loss."""
     with precision.context(parts.x.device, cache_enabled):
         loss = parts.loss_fn(parts.x, generator)
     if zero_grad:
@@ -113,7 +113,7 @@ def train_config(variant: str, backbone: str, batch: int, seed: int = 0, shape: 
 
 
 def vaezoo_parts(cfg, x: torch.Tensor) -> TrainParts:
-    """Model, Objective and Adam exactly as vaezoo/train.py builds them."""
+    """Model, Objective and Adam exactly as vaezoo.training.loop builds them."""
     from vaezoo.data import Dataset
     from vaezoo.training.loop import build
 
