@@ -24,3 +24,27 @@ def run_cli(*args: str) -> int:
     from vaezoo.cli import main
 
     return main(list(args))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc, log=None, tries: int = 480) -> None:
+    """Poll ``url`` until it answers; fail with the log's tail if ``proc`` (the server) exits first."""
+    import time
+    import urllib.request
+
+    for _ in range(tries):
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None, f"server exited: {log.read_text()[-2000:] if log else ''}"
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer")

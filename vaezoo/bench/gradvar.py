@@ -125,6 +125,12 @@ def load_source(
     return Source(model, ds.train, binarize, {"source": meta, "data": data_meta, "model": cfg.model.name})
 
 
+def _run_name(meta: dict) -> str:
+    """e.g. ``gradvar-vae-mnist5k-run-1a2b3c4``: the model studied, its data, where it came from, its config hash."""
+    src = meta["source"]
+    return f"gradvar-{meta['model']}-{meta['data']['name']}-{src['kind']}-{src['config_hash'][:7]}"
+
+
 def _cell_metrics(study) -> dict[str, float]:
     out = {}
     for c in study.cells:
@@ -164,6 +170,7 @@ def run_gradvar(
     from vaezoo.gradnoise import report
     from vaezoo.gradnoise.analysis import analyse
     from vaezoo.gradnoise.measure import run_study, select_data
+    from vaezoo.tracking import ui
     from vaezoo.tracking.provenance import provenance, resolve_device
 
     dev = resolve_device(device)
@@ -183,6 +190,7 @@ def run_gradvar(
     try:
         tags = provenance(dev, cfg.seed)
         tracker.set_tags({**tags, "vaezoo.kind": "gradvar", "out_dir": str(out.resolve())})
+        ui.present(tracker, _run_name(source.meta), "gradvar", tags["git_sha"], entry="vaezoo bench gradvar")
         tracker.log_params(
             tracking.flatten(
                 {
@@ -192,7 +200,8 @@ def run_gradvar(
                 }
             )
         )
-        study = run_study(source.model, source.data, source.binarize, cfg, dev, progress=progress)
+        with ui.system_metrics(tracker):
+            study = run_study(source.model, source.data, source.binarize, cfg, dev, progress=progress)
         analysis = analyse(study)
         meta = {
             **source.meta,

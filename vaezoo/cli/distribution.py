@@ -1,4 +1,4 @@
-"""Top-level commands for getting decoders out and back in: ``export``, ``pull``, ``pretrained``,
+"""Top-level commands for getting decoders out and back in: ``export``, ``publish``, ``pull``, ``pretrained``,
 ``reproduce pretrained NAME``. Parse, validate, call ``exporters`` / ``vaezoo.tracking.registry``; no logic here."""
 
 from __future__ import annotations
@@ -75,6 +75,45 @@ def export_command(run, out, int8, int8_type, reduce_range, per_channel, fp16, s
         info = register_onnx_model(out, register_name, alias, tracking_uri, tags={"vaezoo.run": str(run)})
         at = f"@{alias}" if alias else f"/{info['version']}"
         click.echo(f"registered: models:/{register_name}{at} (version {info['version']}, run {info['run_id']})")
+
+
+@click.command("publish")
+@click.argument("run", type=click.Path(exists=True))
+@click.option("--name", required=True, help="Registered model name.")
+@click.option("--alias", default=None, help="Point this alias at the new version (models:/NAME@ALIAS).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking/registry URI (default as for `vaezoo train`).")
+def publish_command(run, name, alias, tracking_uri) -> None:
+    """Register RUN's decoder (a run folder, exported and verified here, or an .onnx file) as an MLflow ONNX
+    model with a signature, an input example and pip requirements; `vaezoo pull models:/NAME@ALIAS` gets it back."""
+    import tempfile
+    from pathlib import Path
+
+    from vaezoo.tracking.registry import parse_registry_uri, register_onnx_model
+
+    parse_registry_uri(f"models:/{name}@{alias}" if alias else f"models:/{name}/1")  # bad names fail before any work
+    with tempfile.TemporaryDirectory() as tmp:
+        src, tags, parent = Path(run), {"vaezoo.run": str(Path(run).resolve())}, None
+        if src.is_dir():
+            from exporters.export import ExportOptions, export_run
+
+            report = export_run(src, Path(tmp) / "decoder.onnx", ExportOptions())
+            tags["vaezoo.config_hash"] = report.get("config_hash", "")
+            prior = json.loads((src / "run.json").read_text()) if (src / "run.json").is_file() else {}
+            # the training run is the parent only where it lives in the same store
+            if prior.get("mlflow_run_id") and prior.get("tracking_uri") == _uri(tracking_uri):
+                parent = tags["vaezoo.train_run_id"] = prior["mlflow_run_id"]
+            src = Path(tmp) / "decoder.onnx"
+        elif src.suffix != ".onnx":
+            raise VaezooError(f"RUN must be a run folder or an .onnx file, got '{run}'")
+        info = register_onnx_model(src, name, alias, tracking_uri, tags=tags, parent_run_id=parent)
+    click.echo(f"published: {info['uri']} (version {info['version']}, run {info['run_id']}, sha256 {info['sha256']})")
+    click.echo(f"serve it:  mlflow models serve -m {info['uri']} --env-manager local")
+
+
+def _uri(explicit: str | None) -> str:
+    from vaezoo.tracking import tracking_uri
+
+    return tracking_uri(explicit)
 
 
 @click.command("pull")
@@ -174,4 +213,4 @@ def reproduce_pretrained(name, work_dir, no_progress) -> None:
     click.echo(f"reproduced: {name}")
 
 
-COMMANDS = (export_command, pull_command, pretrained_group, reproduce_group)
+COMMANDS = (export_command, publish_command, pull_command, pretrained_group, reproduce_group)

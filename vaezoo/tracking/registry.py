@@ -29,20 +29,22 @@ SHA256_TAG = "vaezoo.sha256"  # model-version tag: sha256 of the registered .onn
 
 
 def register_onnx_model(path: str | Path, name: str, alias: str | None = None, uri: str | None = None,
-                        tags: dict | None = None) -> dict:
-    """Log an ONNX file as an MLflow ONNX model in a new run, register it as a version of ``name`` (tagged
-    with the file's sha256), point ``alias`` at it; returns {name, version, run_id, source, sha256}."""
-    import mlflow.onnx
-    import onnx
+                        tags: dict | None = None, parent_run_id: str | None = None) -> dict:
+    """Log an ONNX file as an MLflow ONNX model (``vaezoo.tracking.models``: signature, input example, pip
+    requirements) in a new run, register it as a version of ``name`` (tagged with the file's sha256), point
+    ``alias`` at it; returns {name, version, run_id, source, sha256, uri}."""
     from mlflow.exceptions import MlflowException
 
     from vaezoo.runtime.cache import sha256_file
+    from vaezoo.tracking import ui
+    from vaezoo.tracking.models import save_onnx_model
+    from vaezoo.tracking.provenance import git_state
 
     client, uri = _registry_client(uri)
-    tracker = MlflowTracker(uri, f"register-{name}")
+    tracker = MlflowTracker(uri, f"publish-{name}")
+    ui.present(tracker, f"publish-{name}", "publish", git_state()["git_sha"], parent_run_id, entry="vaezoo publish")
     with tempfile.TemporaryDirectory() as tmp:
-        # one self-contained file, so the registry holds the very bytes (and sha256) that were exported
-        mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", save_as_external_data=False)
+        save_onnx_model(path, f"{tmp}/model")
         sha256 = sha256_file(f"{tmp}/model/model.onnx")
         client.log_artifacts(tracker.run_id, f"{tmp}/model", "model")
     tags = {**(tags or {}), SHA256_TAG: sha256}
@@ -57,7 +59,8 @@ def register_onnx_model(path: str | Path, name: str, alias: str | None = None, u
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
     tracker.end()
-    return {"name": name, "version": str(mv.version), "run_id": tracker.run_id, "source": source, "sha256": sha256}
+    return {"name": name, "version": str(mv.version), "run_id": tracker.run_id, "source": source, "sha256": sha256,
+            "uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{mv.version}"}
 
 
 def download_registered_model(name: str, alias: str | None, version: str | None, dst: str | Path,

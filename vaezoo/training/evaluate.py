@@ -21,6 +21,7 @@ from vaezoo.data.datasets import eval_binarized, load_dataset
 from vaezoo.objectives import Objective, ObjectiveConfig
 from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
+from vaezoo.tracking import ui
 from vaezoo.tracking.provenance import provenance
 from vaezoo.training.rundir import RunDir, load_run
 
@@ -160,7 +161,9 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
     tracker = tracking.start(track, f"eval-{rd.path.name}", tracking_uri)
     tracker.log_params({"run_dir": str(rd.path.resolve()), "k": k, "is_samples": is_samples, "seed": seed,
                         "max_test": max_test, "config_hash": recorded_hash})
-    tracker.set_tags({**provenance(torch.device(device), seed), "vaezoo.train_run_id": rd.read_run().get("mlflow_run_id", "")})
+    tags = provenance(torch.device(device), seed)
+    tracker.set_tags({**tags, "vaezoo.train_run_id": rd.read_run().get("mlflow_run_id", "")})
+    ui.present(tracker, f"eval-{ui.run_name(cfg.to_dict(), recorded_hash)}", "eval", tags["git_sha"], entry="vaezoo eval")
     tracker.log_metrics({k2: v for k2, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, 0)
     tracker.log_artifact(path)
     tracker.end()

@@ -19,7 +19,8 @@ from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
-from vaezoo.tracking.provenance import provenance, resolve_device, set_determinism
+from vaezoo.tracking import ui
+from vaezoo.tracking.provenance import git_state, provenance, resolve_device, set_determinism
 from vaezoo.training.config import TrainConfig
 from vaezoo.training.evaluate import bounds_on_test_set
 from vaezoo.training.rundir import RunDir, load_checkpoint, save_checkpoint
@@ -169,6 +170,7 @@ def train(
 
     make_dir(rd.path, "run directory")
     tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri)
+    ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
 
     def checkpoint(step: int) -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "objective": objective.state_dict()}

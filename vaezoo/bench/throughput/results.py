@@ -91,13 +91,16 @@ def track_results(
     """One MLflow run: the config as params, provenance as tags, figures as metrics, files as artifacts."""
     from vaezoo import tracking
     from vaezoo.core.configs import to_dict
+    from vaezoo.tracking import ui
     from vaezoo.tracking.provenance import provenance
 
     if not track:
         return None
     tracker = tracking.start(True, f"throughput-{time.strftime('%Y%m%d-%H%M%S')}", uri)
     tracker.log_params(tracking.flatten(to_dict(cfg)))
-    tracker.set_tags({**provenance(resolve_device(cfg.devices[0]), cfg.seed), "benchmark": "throughput"})
+    tags = provenance(resolve_device(cfg.devices[0]), cfg.seed)
+    tracker.set_tags({**tags, "benchmark": "throughput"})
+    ui.present(tracker, None, "throughput", tags["git_sha"], entry="vaezoo bench throughput")
     metrics = {}
     for r in rows:
         for name in (
