@@ -144,6 +144,25 @@ def _ci(f: dict) -> str:
     return f"{_fmt(f['value'])} [{_fmt(f['lo'])}, {_fmt(f['hi'])}]"
 
 
+def _apart(*values: float | None, digits: int = 3, most: int = 6) -> list[str]:
+    """The values formatted with the fewest significant digits (from ``digits``) that keep distinct values
+    distinct: a slope interval [-1.03, -1.003] beside an expected -1 must not print as [-1.03, -1]."""
+    distinct = {v for v in values if v is not None and math.isfinite(v)}
+    for d in range(digits, most + 1):
+        out = [_fmt(v, d) for v in values]
+        if len({_fmt(v, d) for v in distinct}) == len(distinct):
+            return out
+    return out
+
+
+def _slope_ci(f: dict, expected: float | str | None) -> str:
+    """A fitted slope and its interval, with enough digits to see where they sit against ``expected`` (a
+    number; a worded expectation is not compared)."""
+    ref = float(expected) if isinstance(expected, (int, float)) else None
+    value, lo, hi, *_ = _apart(f["value"], f["lo"], f["hi"], ref)
+    return f"{value} [{lo}, {hi}]"
+
+
 def headline(study: Study, analysis: Analysis) -> dict:
     """The figures a note quotes: variance-vs-B slope, the split at B = 64 (or nearest) and K = min K,
     B_simple both ways, and the IWAE encoder/decoder (and DReG encoder) SNR slopes vs K."""
@@ -187,7 +206,7 @@ def headline_lines(h: dict) -> list[str]:
     if "variance_vs_B_slope" in h:
         v = h["variance_vs_B_slope"]
         lines.append(
-            f"- variance vs B slope ({h['base']}, whole model, K={v['K']}, B={v['xs']}): {_ci(v)} (expected -1)"
+            f"- variance vs B slope ({h['base']}, whole model, K={v['K']}, B={v['xs']}): {_slope_ci(v, -1.0)} (expected -1)"
         )
     if h.get("split", {}).get(MODEL):
         s = h["split"]
@@ -205,7 +224,10 @@ def headline_lines(h: dict) -> list[str]:
         if key in h:
             v = h[key]
             name = key.removesuffix("_snr_slope").replace("_", " ")
-            lines.append(f"- {name} SNR vs K slope (B={v['B']}, K={v['xs']}): {_ci(v)} (expected {v['expected']})")
+            lines.append(
+                f"- {name} SNR vs K slope (B={v['B']}, K={v['xs']}): {_slope_ci(v, v['expected'])} "
+                f"(expected {v['expected']})"
+            )
     return lines
 
 
@@ -241,7 +263,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict) -> str:
         agree = {True: "yes", False: "no", None: ""}[f.agrees]
         lines.append(
             f"| {f.name} | {f.bound} | {f.estimator} | {f.network} | {f.axis}={f.xs} | "
-            f"{_fmt(f.slope)} [{_fmt(f.lo)}, {_fmt(f.hi)}] | {exp} | {agree} |"
+            f"{_slope_ci({'value': f.slope, 'lo': f.lo, 'hi': f.hi}, f.expected)} | {exp} | {agree} |"
         )
     if cfg.split:
         lines += [
