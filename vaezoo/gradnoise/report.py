@@ -14,6 +14,7 @@ from pathlib import Path
 from vaezoo.core.configs import to_dict
 from vaezoo.core.io import atomic_write_bytes, atomic_write_text
 from vaezoo.gradnoise.analysis import Analysis, k_sweep_batch, split_at, sweep
+from vaezoo.gradnoise.baseline import WARMUP_BATCH, WARMUP_DRAWS
 from vaezoo.gradnoise.measure import MODEL, Study
 from vaezoo.gradnoise.pergrad import NETWORKS
 
@@ -200,6 +201,19 @@ def headline(study: Study, analysis: Analysis) -> dict:
     return out
 
 
+def _score_baseline_lines(study: Study) -> list[str]:
+    """Which baseline the score estimator's figures carry: what training uses, or none (labelled either way)."""
+    values = sorted({str(c.info["score_baseline"]) for c in study.cells if "score_baseline" in c.info})
+    if not values:
+        return []
+    if study.cfg.score_baseline == "none":
+        return ["- score estimator: no baseline (--score-baseline none; training subtracts one, so its variance is lower)"]
+    return [
+        f"- score estimator: the baseline training uses, held at its settled value (the mean learning signal over "
+        f"{WARMUP_DRAWS} x {WARMUP_BATCH} warm-up draws): {', '.join(values)} nats"
+    ]
+
+
 def headline_lines(h: dict) -> list[str]:
     """The headline figures as markdown bullets (also what the command prints)."""
     lines = []
@@ -248,6 +262,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict) -> str:
         f"- intervals: 95% bias-corrected percentile bootstrap, {cfg.bootstrap} replicates"
         if cfg.bootstrap
         else "- intervals: off",
+        *_score_baseline_lines(study),
         "",
     ]
     lines += ["## Headline", "", *headline_lines(h)]
