@@ -113,8 +113,10 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="JSON output. [RUN/eval.json]")
+@click.option("--samples", is_flag=True, help="Also the Fréchet distance and precision/recall of prior samples "
+              "against the test images, in the features of vaezoo's shipped digit classifier (not Inception FID).")
 @tracking_options
-def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, tracking_uri) -> None:
+def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, samples, no_track, tracking_uri) -> None:
     """Evaluate a trained run: ELBO, IWAE_k, log-likelihood (IS), KL per unit, active units."""
     from vaezoo.training.evaluate import evaluate_run
 
@@ -123,9 +125,28 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
     if is_samples < 0:
         raise VaezooError(f"--is-samples must be >= 0, got {is_samples}")
     report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
-                                out=out, track=not no_track, tracking_uri=tracking_uri)
+                                out=out, track=not no_track, tracking_uri=tracking_uri, samples=samples)
+    sq = report.pop("sample_quality", None)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
+    if sq:
+        click.echo(sample_quality_text(sq))
     click.echo(f"written: {path}")
+
+
+def sample_quality_text(sq: dict) -> str:
+    """The sample metrics with their intervals, beside the controls they are read against."""
+    held, noise = sq["controls"]["held_out_images"], sq["controls"]["uniform_noise"]
+    lines = [
+        f"sample quality ({sq['classifier']}, test accuracy {sq['classifier_test_accuracy']:.3f}; {sq['sets']} sets "
+        f"of {sq['n']} prior samples; not comparable to Inception FID):",
+        f"  {'':10s} {'model, mean [' + format(sq['level'], '.0%') + ' t-interval]':>32s} {'held-out real':>14s} "
+        f"{'uniform noise':>14s}",
+    ]
+    for m, label in (("frechet", "Fréchet"), ("precision", "precision"), ("recall", "recall")):
+        d = sq[m]
+        model = f"{d['mean']:.3f} [{d['lo']:.3f}, {d['hi']:.3f}]"
+        lines.append(f"  {label:10s} {model:>32s} {held[m]:14.3f} {noise[m]:14.3f}")
+    return "\n".join(lines)
 
 
 @click.command()

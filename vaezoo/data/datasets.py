@@ -48,6 +48,8 @@ class Dataset:
     test: torch.Tensor
     info: dict = field(default_factory=dict)
     truth: object | None = None  # the linear-Gaussian ground truth, where there is one
+    train_labels: torch.Tensor | None = None  # class labels (int64), where the dataset has them
+    test_labels: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -69,7 +71,9 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
 def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict) -> Dataset:
     tr, te = stratified_split(y, 0.2, seed=0)
     t = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape)
-    return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)})
+    labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)},
+                   train_labels=labels[tr], test_labels=labels[te])
 
 
 def load_mnist5k(cfg: DataConfig) -> Dataset:

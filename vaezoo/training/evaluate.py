@@ -139,10 +139,15 @@ def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch
 
 
 def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="cpu", out=None,
-                 track=True, tracking_uri=None) -> tuple[dict, Path]:
+                 track=True, tracking_uri=None, samples=False) -> tuple[dict, Path]:
+    """``samples``: also the sample-quality metrics (vaezoo.sample_quality) of the model's prior samples."""
     rd = RunDir(Path(run))
     model, record = load_run(rd.path, device)
     cfg, recorded_hash = record.cfg, record.hash  # the run's own hash, as its checkpoints carry it
+    if samples:
+        from vaezoo.sample_quality.classifier import entry_for
+
+        entry_for(cfg.data.name)  # a dataset without a shipped classifier is refused before any work
     ds = load_dataset(cfg.data)
     x = eval_binarized(ds.test, cfg.data.binarize)
     if max_test is not None:
@@ -151,6 +156,10 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
         x = x[:max_test]
     t0 = time.perf_counter()
     report = evaluate(model, x, k=k, is_samples=is_samples, seed=seed)
+    if samples:
+        from vaezoo.sample_quality import sample_quality
+
+        report["sample_quality"] = sample_quality(model, ds, seed=seed)
     report["eval_seconds"] = round(time.perf_counter() - t0, 2)
     report["config_hash"] = recorded_hash
     report["dataset"] = cfg.data.name
@@ -165,6 +174,10 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
     tracker.set_tags({**tags, "vaezoo.train_run_id": rd.read_run().get("mlflow_run_id", "")})
     ui.present(tracker, f"eval-{ui.run_name(cfg.to_dict(), recorded_hash)}", "eval", tags["git_sha"], entry="vaezoo eval")
     tracker.log_metrics({k2: v for k2, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}, 0)
+    if samples:
+        sq = report["sample_quality"]
+        tracker.log_metrics({f"sample_{m}{end}": sq[m][key] for m in ("frechet", "precision", "recall")
+                             for end, key in (("", "mean"), ("_lo", "lo"), ("_hi", "hi"))}, 0)
     tracker.log_artifact(path)
     tracker.end()
     return report, path
