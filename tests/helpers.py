@@ -48,3 +48,13 @@ def wait_http(url: str, proc, log=None, tries: int = 480) -> None:
             assert proc.poll() is None, f"server exited: {log.read_text()[-2000:] if log else ''}"
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer")
+
+
+def vaezoo_command(*args: str, cwd=None, timeout: float = 600):
+    """The real ``vaezoo`` console script of this environment, run in a subprocess (exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([str(Path(sys.executable).parent / "vaezoo"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
