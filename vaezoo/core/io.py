@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -21,6 +22,20 @@ def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return path
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temp files ``atomic_write`` makes beside ``path`` (``.NAME.XXXXXXXX.tmp``) that are still there: a
+    process killed mid-write leaves its temp file behind."""
+    path = Path(path)
+    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then move the temp file over ``path`` in one step. A path the system
     refuses (no such folder, no permission, a full disk) is a VaezooError naming ``path``, not the temp file."""
@@ -28,7 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     make_dir(path.parent, "folder")
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
         write(tmp)
         with open(tmp, "rb") as fh:

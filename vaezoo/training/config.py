@@ -98,9 +98,17 @@ def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> Tr
     return cfg
 
 
-def epochs_to_steps(epochs: int, n_train: int, batch_size: int) -> int:
+def check_epochs(epochs: int) -> None:
     if epochs <= 0:
         raise VaezooError(f"epochs must be > 0, got {epochs}")
+
+
+def check_batch_fits(batch_size: int, n_train: int, dataset: str) -> None:
     if batch_size > n_train:
-        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples")
+        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples of '{dataset}'")
+
+
+def epochs_to_steps(epochs: int, n_train: int, batch_size: int, dataset: str) -> int:
+    check_epochs(epochs)
+    check_batch_fits(batch_size, n_train, dataset)
     return epochs * (n_train // batch_size)
