@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -280,3 +281,15 @@ def test_a_finished_run_leaves_no_temp_files_of_its_writes(tmp_path, monkeypatch
     monkeypatch.setattr(loop, "save_checkpoint", save_and_leave_a_temp)
     train(small(steps=10, checkpoint_every=5), tmp_path / "r", track=False, progress=False)
     assert not stray.exists() and (tmp_path / "r" / ".notes.txt.tmp").is_file()
+
+
+def test_only_the_temp_files_of_atomic_writes_count_as_stale(tmp_path):
+    import tempfile
+
+    from vaezoo.core.io import stale_temp_files
+
+    fd, real = tempfile.mkstemp(prefix=".checkpoint.pt.", suffix=".tmp", dir=tmp_path)  # as atomic_write names them
+    os.close(fd)
+    for name in (".checkpoint.pt.a.b.tmp", "checkpoint.pt.abc.tmp", ".checkpoint.pt.abc.tmp.keep", ".checkpoint.ptx.abc.tmp"):
+        (tmp_path / name).write_text("someone else's")
+    assert stale_temp_files(tmp_path / "checkpoint.pt") == [Path(real)]

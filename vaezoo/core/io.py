@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,10 +31,11 @@ def _temp_prefix(path: Path) -> str:
 
 
 def stale_temp_files(path: str | os.PathLike) -> list[Path]:
-    """The temp files ``atomic_write`` makes beside ``path`` (``.NAME.XXXXXXXX.tmp``) that are still there: a
-    process killed mid-write leaves its temp file behind."""
+    """The temp files ``atomic_write`` makes beside ``path`` (``.NAME.XXXXXXXX.tmp``, mkstemp's random part without
+    dots) that are still there: a process killed mid-write leaves its temp file behind."""
     path = Path(path)
-    return sorted(path.parent.glob(f"{glob.escape(_temp_prefix(path))}*{TEMP_SUFFIX}"))
+    pattern = re.compile(re.escape(_temp_prefix(path)) + r"\w+" + re.escape(TEMP_SUFFIX))
+    return sorted(p for p in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*") if pattern.fullmatch(p.name))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
