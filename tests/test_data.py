@@ -11,6 +11,7 @@ import torch
 
 from vaezoo.core.errors import VaezooError
 from vaezoo.data.datasets import (
+    TRAIN_SIZES,
     DataConfig,
     batch_indices,
     binarize_batch,
@@ -94,3 +95,9 @@ def test_batch_order_is_a_function_of_seed_and_step():
     assert sorted(epoch.tolist()) == list(range(100))  # each epoch is a permutation
     with pytest.raises(VaezooError, match="exceeds"):
         batch_indices(5, 10, 0, seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_SIZES))
+def test_the_table_of_training_set_sizes_is_what_the_loaders_give(name):
+    binarize = "none" if name == "linear-gaussian" else "dynamic"
+    assert len(load_dataset(DataConfig(name=name, binarize=binarize)).train) == TRAIN_SIZES[name]

@@ -76,8 +76,10 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
     from vaezoo.core.configs import apply_sets, diff, merge, read_json_object, set_path, to_dict
     from vaezoo.training import RunDir
     from vaezoo.training import train as run_training
-    from vaezoo.training.config import epochs_to_steps, resolve_for_dataset
+    from vaezoo.training.config import check_epochs, epochs_to_steps, resolve_for_dataset
 
+    if epochs is not None:
+        check_epochs(epochs)  # before anything is read
     user: dict = read_json_object(config_file, "config file") if config_file else {}
     for name, path in TRAIN_OPTIONS.items():
         value = options.get(name)
@@ -94,15 +96,20 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
     cfg = resolve_for_dataset(user)
     if epochs is not None:
-        from vaezoo.data import load_dataset
-
-        cfg.steps = epochs_to_steps(epochs, len(load_dataset(cfg.data).train), cfg.batch_size)
+        cfg.steps = epochs_to_steps(epochs, _train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     final = run_training(
         cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
     )
     click.echo(json.dumps(final, indent=2))
     click.echo(f"run directory: {target}")
+
+
+def _train_size(data) -> int:
+    """The training-set size: from the table of packaged data sets, else (mnist's files) by loading it."""
+    from vaezoo.data import TRAIN_SIZES, load_dataset
+
+    return TRAIN_SIZES[data.name] if data.name in TRAIN_SIZES else len(load_dataset(data).train)
 
 
 @click.command("eval")

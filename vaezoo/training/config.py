@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vaezoo.core.configs import config_hash, from_dict, to_dict
+from vaezoo.core.configs import check_types, config_hash, from_dict, to_dict
 from vaezoo.core.errors import VaezooError
 from vaezoo.data import DataConfig
 from vaezoo.models import ModelConfig, model_spec
@@ -74,6 +74,7 @@ def resolve_for_dataset(user: dict) -> TrainConfig:
     """``resolve_config`` with the input shape of the dataset ``user`` names (DataConfig's by default)."""
     from vaezoo.data import DATASET_SHAPES
 
+    check_types(TrainConfig, user)  # 'data' a mapping, its name a string, before they are read here
     name = user.get("data", {}).get("name", DataConfig.name)
     if name not in DATASET_SHAPES:
         raise VaezooError(f"unknown dataset '{name}'; choose from {', '.join(DATASET_SHAPES)}")
@@ -83,6 +84,7 @@ def resolve_for_dataset(user: dict) -> TrainConfig:
 def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> TrainConfig:
     """Merge the model variant's objective defaults under the user's values, and fill the data-
     dependent fields (input shape, binarisation for the likelihood)."""
+    check_types(TrainConfig, user)  # every key and type as TrainConfig has it, before the merge reads them
     user = {k: dict(v) if isinstance(v, dict) else v for k, v in user.items()}
     model = user.setdefault("model", {})
     spec = model_spec(model.get("name", ModelConfig.name))
@@ -96,9 +98,17 @@ def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> Tr
     return cfg
 
 
-def epochs_to_steps(epochs: int, n_train: int, batch_size: int) -> int:
+def check_epochs(epochs: int) -> None:
     if epochs <= 0:
         raise VaezooError(f"epochs must be > 0, got {epochs}")
+
+
+def check_batch_fits(batch_size: int, n_train: int, dataset: str) -> None:
     if batch_size > n_train:
-        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples")
+        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples of '{dataset}'")
+
+
+def epochs_to_steps(epochs: int, n_train: int, batch_size: int, dataset: str) -> int:
+    check_epochs(epochs)
+    check_batch_fits(batch_size, n_train, dataset)
     return epochs * (n_train // batch_size)

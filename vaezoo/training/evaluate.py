@@ -22,10 +22,28 @@ from vaezoo.objectives import Objective, ObjectiveConfig
 from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
 from vaezoo.tracking import ui
-from vaezoo.tracking.provenance import provenance
+from vaezoo.tracking.provenance import provenance, resolve_device
+from vaezoo.training.footprint import Footprint, check_fits
 from vaezoo.training.rundir import RunDir, load_run
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
+IWAE_ROWS = 25_600  # decoder rows per batch of the IWAE_k evaluation: max(1, IWAE_ROWS // k) datapoints x k samples
+# Rows per chunk of the importance-sampled log-likelihood. CPU: ~2k decoder rows keep activations in cache (a
+# 20M-element chunk ran 1.7x slower); GPU: large chunks amortise kernel launches
+IS_CHUNK_ROWS = {"cpu": 2048, "cuda": 262_144}
+IS_BATCH = 100  # datapoints per batch of the importance-sampled log-likelihood
+
+
+def iwae_batch(k: int) -> int:
+    return max(1, IWAE_ROWS // k)
+
+
+def eval_rows(k: int, is_samples: int, device: torch.device) -> int:
+    """The most decoder rows one evaluation batch holds at once (for vaezoo.training.footprint)."""
+    rows = iwae_batch(k) * k
+    if is_samples > 0:
+        rows = max(rows, IS_BATCH, IS_CHUNK_ROWS["cuda" if device.type == "cuda" else "cpu"])
+    return rows
 
 
 def _batches(x: torch.Tensor, batch_size: int):
@@ -37,9 +55,7 @@ def _batches(x: torch.Tensor, batch_size: int):
 def log_weight_moments(model, x, samples: int, generator=None, chunk: int | None = None):
     """Per datapoint: (logsumexp_s log w_s, logsumexp_s 2 log w_s) over ``samples`` draws, in chunks."""
     q = model.encode(x)
-    # CPU: ~2k decoder rows per chunk keep activations in cache (a 20M-element chunk ran 1.7x slower);
-    # GPU: large chunks amortise kernel launches
-    rows = 262_144 if x.is_cuda else 2048
+    rows = IS_CHUNK_ROWS["cuda" if x.is_cuda else "cpu"]
     chunk = chunk or max(1, min(samples, rows // len(x)))
     lse = torch.full((len(x),), -math.inf, device=x.device, dtype=torch.float64)
     lse2 = lse.clone()
@@ -55,7 +71,7 @@ def log_weight_moments(model, x, samples: int, generator=None, chunk: int | None
 
 
 @torch.no_grad()
-def importance_sampled_loglik(model, x, samples: int = 5000, batch_size: int = 100, generator=None) -> dict:
+def importance_sampled_loglik(model, x, samples: int = 5000, batch_size: int = IS_BATCH, generator=None) -> dict:
     """log p(x) estimate per datapoint, with its Monte Carlo standard error (delta method)."""
     lls, ses = [], []
     for xb in _batches(x, batch_size):
@@ -115,13 +131,13 @@ def bounds_on_test_set(model, x, k: int, generator: torch.Generator) -> dict:
     return {
         "elbo": bound_on(model, x, ObjectiveConfig(bound="elbo", kl="analytic"), generator=generator),
         f"iwae_k{k}": bound_on(
-            model, x, ObjectiveConfig(bound="iwae", k=k), batch_size=max(1, 25600 // k), generator=generator
+            model, x, ObjectiveConfig(bound="iwae", k=k), batch_size=iwae_batch(k), generator=generator
         ),
     }
 
 
 @torch.no_grad()
-def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch_size: int = 100) -> dict:
+def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch_size: int = IS_BATCH) -> dict:
     """The evaluation report of one model on one (already binarised) test set."""
     model.eval()
     device = next(model.parameters()).device
@@ -138,10 +154,21 @@ def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch
     return out
 
 
+def _check_eval_fits(rd: RunDir, k: int, is_samples: int, device: torch.device) -> None:
+    """Refuse, before the checkpoint or the data are loaded, an evaluation the device cannot hold."""
+    cfg = rd.read_config().model
+    rows = eval_rows(k, is_samples, device)
+    need = Footprint.of(cfg).eval_bytes(rows)
+    check_fits(need, device, f"evaluating with K {k} ({rows} decoder rows at once)")
+
+
 def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="cpu", out=None,
                  track=True, tracking_uri=None, samples=False) -> tuple[dict, Path]:
     """``samples``: also the sample-quality metrics (vaezoo.sample_quality) of the model's prior samples."""
     rd = RunDir(Path(run))
+    if max_test is not None and max_test <= 0:
+        raise VaezooError(f"--max-test must be > 0, got {max_test}")
+    _check_eval_fits(rd, k, is_samples, resolve_device(device))
     model, record = load_run(rd.path, device)
     cfg, recorded_hash = record.cfg, record.hash  # the run's own hash, as its checkpoints carry it
     if samples:
@@ -151,8 +178,6 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
     ds = load_dataset(cfg.data)
     x = eval_binarized(ds.test, cfg.data.binarize)
     if max_test is not None:
-        if max_test <= 0:
-            raise VaezooError(f"--max-test must be > 0, got {max_test}")
         x = x[:max_test]
     t0 = time.perf_counter()
     report = evaluate(model, x, k=k, is_samples=is_samples, seed=seed)
