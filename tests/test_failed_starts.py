@@ -89,7 +89,12 @@ def test_what_is_knowable_without_the_data_is_refused_before_loading_it(tmp_path
     run = tmp_path / "run"
     assert_one_error_line(vaezoo_command("train", *args, "--no-track", "--run-dir", str(run), env=env), message)
     assert not run.exists()
-    # control: a start that passes those checks does reach the blocked loader
+
+
+def test_the_blocked_loader_is_reached_by_a_start_that_passes_those_checks(tmp_path):
+    """The control of the test above: in that environment, a start that loads the data fails on the block."""
+    env = blocking_env(tmp_path, "mlxtend", "sklearn")
+    run = tmp_path / "run"
     proc = vaezoo_command("train", "--steps", "1", "--no-track", "--run-dir", str(run), env=env)
     assert proc.returncode != 0 and "mlxtend is not installed here" in proc.stderr
     assert not run.exists()
