@@ -61,7 +61,8 @@ def tiny_run(tmp_path_factory):
 def test_an_evaluation_larger_than_memory_is_refused_before_loading(tiny_run):
     before = sorted(p.name for p in tiny_run.iterdir())
     proc = vaezoo_command("eval", str(tiny_run), "-k", "100000000", "--max-test", "10", "--no-track")
-    assert_one_error_line(proc, "evaluating with K 100000000 (100000000 decoder rows at once) needs about", "GiB")
+    assert_one_error_line(proc, "evaluating with K 100000000 (100,000,000 decoder rows at once) needs about", "GiB",
+                          "; lower -k")
     assert sorted(p.name for p in tiny_run.iterdir()) == before  # no eval.json
 
 

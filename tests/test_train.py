@@ -293,3 +293,22 @@ def test_only_the_temp_files_of_atomic_writes_count_as_stale(tmp_path):
     for name in (".checkpoint.pt.a.b.tmp", "checkpoint.pt.abc.tmp", ".checkpoint.pt.abc.tmp.keep", ".checkpoint.ptx.abc.tmp"):
         (tmp_path / name).write_text("someone else's")
     assert stale_temp_files(tmp_path / "checkpoint.pt") == [Path(real)]
+
+
+def test_a_diverged_resume_without_a_checkpoint_says_so_and_keeps_the_run(tmp_path, monkeypatch):
+    from vaezoo.objectives import objective as objective_module
+
+    cfg = small(steps=10, checkpoint_every=5)
+    train(cfg, tmp_path / "r", track=False, progress=False)
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # as a run killed before its first checkpoint has it
+    real_call = objective_module.Objective.__call__
+
+    def poisoned(self, model, x, generator=None):
+        out = real_call(self, model, x, generator)
+        out.terms["kl"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at step 1; training stopped; '.*' has no checkpoint yet, so a resume starts again"):
+        train(cfg, tmp_path / "r", resume=True, track=False, progress=False)
+    assert (tmp_path / "r" / "config.json").is_file()

@@ -161,7 +161,8 @@ def _check_before_loading(cfg: TrainConfig, device: torch.device) -> None:
         check_batch_fits(cfg.batch_size, TRAIN_SIZES[cfg.data.name], cfg.data.name)
     footprint = Footprint.of(cfg.model)
     need = footprint.training_bytes(cfg.batch_size, cfg.objective.k, eval_rows(cfg.eval_k, 0, device))
-    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)")
+    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)",
+               "lower the batch size, K or the model's sizes")
 
 
 def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup:
