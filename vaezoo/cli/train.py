@@ -96,20 +96,15 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
     cfg = resolve_for_dataset(user)
     if epochs is not None:
-        cfg.steps = epochs_to_steps(epochs, _train_size(cfg.data), cfg.batch_size, cfg.data.name)
+        from vaezoo.data import train_size
+
+        cfg.steps = epochs_to_steps(epochs, train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     final = run_training(
         cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
     )
     click.echo(json.dumps(final, indent=2))
     click.echo(f"run directory: {target}")
-
-
-def _train_size(data) -> int:
-    """The training-set size: from the table of packaged data sets, else (mnist's files) by loading it."""
-    from vaezoo.data import TRAIN_SIZES, load_dataset
-
-    return TRAIN_SIZES[data.name] if data.name in TRAIN_SIZES else len(load_dataset(data).train)
 
 
 @click.command("eval")

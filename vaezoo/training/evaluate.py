@@ -159,7 +159,7 @@ def _check_eval_fits(rd: RunDir, k: int, is_samples: int, device: torch.device) 
     cfg = rd.read_config().model
     rows = eval_rows(k, is_samples, device)
     need = Footprint.of(cfg).eval_bytes(rows)
-    check_fits(need, device, f"evaluating with K {k} ({rows} decoder rows at once)")
+    check_fits(need, device, f"evaluating with K {k} ({rows:,} decoder rows at once)", "lower -k")
 
 
 def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="cpu", out=None,

@@ -17,7 +17,7 @@ from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
 from vaezoo.core.io import atomic_write_text, make_dir
 from vaezoo.core.progress import bar as progress_bar
-from vaezoo.data.datasets import TRAIN_SIZES, Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
+from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset, train_size
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
 from vaezoo.tracking import ui
@@ -155,13 +155,13 @@ class Setup:
 
 
 def _check_before_loading(cfg: TrainConfig, device: torch.device) -> None:
-    """Refuse what is known without the data: a batch larger than a packaged training set, a step larger than
-    the memory the device has."""
-    if cfg.data.name in TRAIN_SIZES:
-        check_batch_fits(cfg.batch_size, TRAIN_SIZES[cfg.data.name], cfg.data.name)
+    """Refuse what is known without the data: a batch larger than the training set, a step larger than the memory
+    the device has."""
+    check_batch_fits(cfg.batch_size, train_size(cfg.data), cfg.data.name)
     footprint = Footprint.of(cfg.model)
     need = footprint.training_bytes(cfg.batch_size, cfg.objective.k, eval_rows(cfg.eval_k, 0, device))
-    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)")
+    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)",
+               "lower the batch size, K or the model's sizes")
 
 
 def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup:
@@ -176,7 +176,6 @@ def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup
     _check_before_loading(cfg, device)
     set_determinism(cfg.deterministic)
     ds = load_dataset(cfg.data)
-    check_batch_fits(cfg.batch_size, len(ds.train), ds.name)  # a data set of unknown size (mnist's files)
     model, objective, optimizer = build(cfg, ds, device)
     x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
     start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
