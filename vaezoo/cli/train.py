@@ -108,7 +108,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
 @click.command("eval")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("-k", "k", type=int, default=64, show_default=True, help="K of the IWAE bound.")
-@click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood (0: skip).")
+@click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood, in 10 replicate groups (0: skip).")
 @click.option("--max-test", type=int, default=None, help="Evaluate on the first N test images only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -120,8 +120,8 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
 
     if k < 1:
         raise VaezooError(f"-k must be >= 1, got {k}")
-    if is_samples < 0:
-        raise VaezooError(f"--is-samples must be >= 0, got {is_samples}")
+    if is_samples < 0 or 0 < is_samples < 10:
+        raise VaezooError(f"--is-samples must be 0 (skip) or >= 10 (ten replicate groups), got {is_samples}")
     report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
                                 out=out, track=not no_track, tracking_uri=tracking_uri)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
