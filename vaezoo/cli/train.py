@@ -115,7 +115,9 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
 @click.option("--out", type=click.Path(dir_okay=False), help="JSON output. [RUN/eval.json]")
 @tracking_options
 def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, tracking_uri) -> None:
-    """Evaluate a trained run: ELBO, IWAE_k, log-likelihood (IS), KL per unit, active units."""
+    """Evaluate a trained run: ELBO (nats, bits/dim), IWAE_k, log-likelihood (IS) with its interval, and the
+    collapse diagnostics (KL per unit, active and borderline units, I(x; z))."""
+    from vaezoo.training.collapse import summary
     from vaezoo.training.evaluate import evaluate_run
 
     if k < 1:
@@ -125,6 +127,8 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
     report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
                                 out=out, track=not no_track, tracking_uri=tracking_uri)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
+    for line in summary(report):
+        click.echo(line)
     click.echo(f"written: {path}")
 
 

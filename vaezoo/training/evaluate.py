@@ -1,7 +1,8 @@
-"""Evaluation of a model (test ELBO, IWAE bound at K, importance-sampled log-likelihood, KL per unit, active units) and of a
-run directory (``vaezoo eval RUN``: its checkpoint on its test set, written as JSON, logged as an MLflow run).
+"""Evaluation of a model (test ELBO also in bits per dimension, IWAE bound at K, importance-sampled log-likelihood with
+its interval, and the collapse diagnostics: KL per unit, active and borderline units, I(x; z)) and of a run directory
+(``vaezoo eval RUN``: its checkpoint on its test set, written as JSON, logged as an MLflow run).
 
-All values in nats per datapoint. The importance-sampled estimate logsumexp_s(log w_s) - log S has
+All values in nats per datapoint unless named otherwise. The importance-sampled estimate logsumexp_s(log w_s) - log S has
 expectation L_S (a lower bound, tight for large S; S = 5000 as in Burda et al. 2016); it is vectorised
 over the batch and streamed over S in chunks, so memory stays bounded whatever S is.
 """
@@ -18,14 +19,15 @@ from vaezoo import tracking
 from vaezoo.core.configs import save_json
 from vaezoo.core.errors import VaezooError
 from vaezoo.data.datasets import eval_binarized, load_dataset
+from vaezoo.models.distributions import DiagonalGaussian
 from vaezoo.objectives import Objective, ObjectiveConfig
 from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
 from vaezoo.tracking import ui
 from vaezoo.tracking.provenance import provenance
+from vaezoo.training.collapse import active_units, aggregate_posterior_mi, bits_per_dim, borderline_units
 from vaezoo.training.rundir import RunDir, load_run
 
-ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016
 IS_GROUPS = 10  # replicate groups of the importance samples (the interval's G - 1 = 9 degrees of freedom)
 IS_LEVEL = 0.95  # the interval's two-sided level
 ESS_THRESHOLD = 10.0  # a point whose weights have fewer effective samples than this rests on a handful of draws
@@ -158,25 +160,31 @@ def bound_on(model, x, objective_cfg: ObjectiveConfig, batch_size: int = 250, ge
 
 
 @torch.no_grad()
-def posterior_stats(model, x, batch_size: int = 500) -> dict:
-    """KL per latent unit (batch mean), total KL, and active units from Cov_x(mu(x)) (E_q[z|x] = mu exactly)."""
-    mus, kls = [], []
+def posterior_stats(model, x, batch_size: int = 500, generator=None) -> dict:
+    """Collapse diagnostics (``vaezoo.training.collapse``): KL per latent unit (batch mean) and total, active units
+    from Cov_x(mu(x)) (E_q[z|x] = mu exactly) with the borderline ones, and I(x; z) under the aggregate posterior
+    of the points in ``x`` (drawing one z per point from ``generator``)."""
+    mus, sigmas = [], []
     for xb in _batches(x, batch_size):
         q = model.encode(xb)
         mus.append(q.mu.double())
         if model.stochastic:
-            kls.append(q.kl_per_unit().double())
+            sigmas.append(q.sigma.double())
     mu = torch.cat(mus)
     var = mu.var(0, unbiased=True)
     out = {
-        "active_units": int((var > ACTIVE_UNIT_THRESHOLD).sum()),
+        "active_units": active_units(var),
+        "borderline_units": borderline_units(var),
         "latent_mean_abs_mu": float(mu.abs().mean()),
         "mu_variance_per_unit": [round(float(v), 6) for v in var],
     }
-    if kls:
-        kl = torch.cat(kls).mean(0)
+    if sigmas:
+        sigma = torch.cat(sigmas)
+        kl = DiagonalGaussian(mu, sigma).kl_per_unit().mean(0)
         out["kl"] = float(kl.sum())
         out["kl_per_unit"] = [round(float(v), 6) for v in kl]
+        out["mi"] = aggregate_posterior_mi(mu, sigma, generator)
+        out["mi_n"] = len(mu)
     return out
 
 
@@ -201,9 +209,10 @@ def evaluate(model, x, k: int = 64, is_samples: int = 5000, seed: int = 0, batch
     x = x.to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     out: dict = {"n": len(x), **bounds_on_test_set(model, x, k, g)}
-    stats = posterior_stats(model, x)
+    stats = posterior_stats(model, x, generator=g)
     if model.stochastic:
         out["recon"] = out["elbo"] + stats["kl"]  # E_q[log p(x|z)] = ELBO + KL (analytic KL)
+        out["elbo_bits_per_dim"] = bits_per_dim(out["elbo"], x[0].numel())
     out.update(stats)
     if model.stochastic and is_samples > 0:
         ll = importance_sampled_loglik(model, x, is_samples, batch_size, g)
