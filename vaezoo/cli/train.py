@@ -25,6 +25,11 @@ TRAIN_OPTIONS = {
     "beta": "objective.beta",
     "estimator": "objective.estimator",
     "kl": "objective.kl",
+    "kl_schedule": "objective.schedule.name",
+    "warmup_steps": "objective.schedule.warmup_steps",
+    "cycle_steps": "objective.schedule.period",
+    "cycle_ramp": "objective.schedule.ramp",
+    "free_bits": "objective.free_bits",
     "lr": "optim.lr",
     "betas": "optim.betas",
     "eps": "optim.eps",
@@ -53,6 +58,11 @@ TRAIN_OPTIONS = {
 @click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
 @click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
 @click.option("--kl", help="auto | analytic | mc. [auto]")
+@click.option("--kl-schedule", help="constant | linear (warm-up, Bowman et al.) | cyclical (Fu et al.). [constant]")
+@click.option("--warmup-steps", type=int, help="Linear schedule: steps for beta to rise from 0 to its value.")
+@click.option("--cycle-steps", type=int, help="Cyclical schedule: steps per cycle.")
+@click.option("--cycle-ramp", type=float, help="Cyclical schedule: fraction of each cycle spent rising. [0.5]")
+@click.option("--free-bits", type=float, help="Free bits: floor in nats under each unit's batch-mean KL in the loss. [0]")
 @click.option("--lr", type=float, help="Adam's learning rate. [1e-3]")
 @click.option("--betas", type=(float, float), default=None, metavar="B1 B2", help="Adam's betas. [0.9 0.999]")
 @click.option("--eps", type=float, help="Adam's eps. [1e-8]")

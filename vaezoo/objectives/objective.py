@@ -12,6 +12,7 @@ from vaezoo.objectives.base import Estimate
 from vaezoo.objectives.bounds import BOUNDS
 from vaezoo.objectives.dreg import DReG
 from vaezoo.objectives.reparam import Reparam
+from vaezoo.objectives.schedules import KLSchedule, check_free_bits
 from vaezoo.objectives.score import Score
 from vaezoo.objectives.stl import STL
 
@@ -23,7 +24,9 @@ ALL_BOUNDS = (*BOUNDS, "recon")
 class ObjectiveConfig:
     """bound: elbo | iwae | recon (autoencoder); k: samples per datapoint; beta: weight of the KL term;
     estimator: reparam | score | stl | dreg; kl: auto | analytic | mc (auto = analytic where the estimator
-    allows it); baseline_decay: the score estimator's moving-average baseline (0 = none)."""
+    allows it); baseline_decay: the score estimator's moving-average baseline (0 = none); schedule: how beta moves
+    with the training step (``vaezoo.objectives.schedules``); free_bits: lambda, the floor in nats under each latent
+    unit's batch-mean KL in the loss (0 = none; closed-form KL only)."""
 
     bound: str = "elbo"
     k: int = 1
@@ -31,6 +34,8 @@ class ObjectiveConfig:
     estimator: str = "reparam"
     kl: str = "auto"
     baseline_decay: float = 0.9
+    schedule: KLSchedule = field(default_factory=KLSchedule)
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bound not in ALL_BOUNDS:
@@ -45,6 +50,7 @@ class ObjectiveConfig:
             raise VaezooError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.kl not in ("auto", "analytic", "mc"):
             raise VaezooError(f"kl must be auto, analytic or mc, got '{self.kl}'")
+        check_free_bits(self.free_bits)
         self._check_pair()
 
     def _check_pair(self) -> None:
@@ -67,8 +73,11 @@ class ObjectiveConfig:
             raise VaezooError(
                 f"kl='{self.kl}' does not apply to estimator '{self.estimator}' with bound '{self.bound}' (allowed: {', '.join(modes)})"
             )
-        if self.bound == "iwae" and self.beta != 1.0:
-            raise VaezooError("beta != 1 is defined for the ELBO only, not for the IWAE bound")
+        if self.bound == "iwae" and (self.beta != 1.0 or self.schedule.name != "constant" or self.free_bits):
+            raise VaezooError("beta != 1, KL schedules and free bits are defined for the ELBO only, not for the IWAE bound")
+        if self.free_bits and self.kl != "analytic":
+            raise VaezooError(f"free bits need the closed-form KL per unit: kl='{self.kl}' (estimator '{self.estimator}') "
+                              "has only a sampled KL; use kl=analytic with estimator reparam or score")
 
 
 @dataclass
@@ -83,11 +92,17 @@ class ObjectiveOutput:
 
 
 class Objective:
-    """Draws eps, encodes once, and hands (model, x, q, eps) to the estimator."""
+    """Draws eps, encodes once, and hands (model, x, q, eps) to the estimator. ``set_step`` moves the KL weight to
+    the schedule's value at a training step; until it is called, the weight is the config's beta."""
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
+
+    def set_step(self, step: int) -> None:
+        """The KL weight for training step ``step`` (0-based): beta x the schedule's factor."""
+        if self.estimator is not None:
+            self.estimator.beta = self.cfg.beta * self.cfg.schedule.factor(step)
 
     def check_model(self, model) -> None:
         """Refuse a model/objective pair that makes no sense (e.g. an ELBO or DReG on an autoencoder)."""
@@ -106,7 +121,10 @@ class Objective:
         eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
         est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
         kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
-        terms = {"kl": kl.mean().detach()}
+        penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor
+        # the true KL, and what the loss penalised: beta x kl_penalised (free bits floor each unit's KL)
+        terms = {"kl": kl.mean().detach(), "beta": kl.new_full((), self.estimator.beta),  # a fill, not a copy: no sync
+                 "kl_penalised": penalised.mean().detach()}
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
 
     def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:

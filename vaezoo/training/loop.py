@@ -193,6 +193,7 @@ def train(
             data_gen.manual_seed(step_seed(cfg.seed, step, 1))
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
             out = objective(model, x, noise_gen)
             terms.add(out)
             optimizer.zero_grad(set_to_none=True)
