@@ -41,6 +41,7 @@ TRAIN_OPTIONS = {
     "deterministic": "deterministic",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
+    "allow_stl_iwae": "allow_stl_iwae",
 }
 
 
@@ -58,6 +59,8 @@ TRAIN_OPTIONS = {
 @click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
 @click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
 @click.option("--kl", help="auto | analytic | mc. [auto]")
+@click.option("--allow-stl-iwae", is_flag=True, default=None,
+              help="Train with STL on the IWAE bound although it is biased (Tucker et al. 2019); the run is tagged.")
 @click.option("--kl-schedule", help="constant | linear (warm-up, Bowman et al.) | cyclical (Fu et al.). [constant]")
 @click.option("--warmup-steps", type=int, help="Linear schedule: steps for beta to rise from 0 to its value.")
 @click.option("--cycle-steps", type=int, help="Cyclical schedule: steps per cycle.")

@@ -33,7 +33,7 @@ class LatentModel(nn.Module):
         self.cfg = cfg
         self.latent_dim = cfg.latent_dim
         self.encoder, self.decoder = build_backbone(cfg, enc_out)
-        extra = {"sigma": cfg.sigma, "learn_sigma": cfg.learn_sigma} if cfg.likelihood == "gaussian" else {}
+        extra = {"sigma": cfg.sigma, "learn_sigma": cfg.learn_sigma, "sigma_floor": cfg.sigma_floor} if cfg.likelihood == "gaussian" else {}
         self.likelihood = LIKELIHOODS[cfg.likelihood](tuple(cfg.input_shape), **extra)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

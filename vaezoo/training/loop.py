@@ -6,6 +6,7 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -100,6 +101,15 @@ def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tag
     return tracker
 
 
+def _said_warnings(cfg: TrainConfig) -> dict:
+    """What the config allowed although it is known to be wrong: said on stderr, returned as run tags (so run.json
+    and the MLflow run keep it)."""
+    warned = cfg.warnings()
+    for text in warned.values():
+        print(f"warning: {text}", file=sys.stderr)
+    return warned
+
+
 class TermWindow:
     """The per-step terms (bound, loss, KL, ...) since the last log line. They stay on the device and are
     checked in one transfer before anything is logged, evaluated or checkpointed, so a GPU is not
@@ -169,7 +179,8 @@ def train(
         _truncate_metrics(rd.metrics, start)
 
     make_dir(rd.path, "run directory")
-    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri)
+    tags = {**provenance(device, cfg.seed), **_said_warnings(cfg)}
+    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri)
     ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
 
     def checkpoint(step: int) -> None:
