@@ -22,6 +22,7 @@ TRAIN_OPTIONS = {
     "data_dir": "data.data_dir",
     "bound": "objective.bound",
     "k": "objective.k",
+    "m": "objective.m",
     "beta": "objective.beta",
     "estimator": "objective.estimator",
     "kl": "objective.kl",
@@ -54,8 +55,9 @@ TRAIN_OPTIONS = {
 @click.option("--dataset", help="mnist5k | digits | mnist | linear-gaussian. [mnist5k]")
 @click.option("--binarize", help="auto | dynamic | static | none. [auto]")
 @click.option("--data-dir", help="Folder with the MNIST IDX files (dataset mnist).")
-@click.option("--bound", help="elbo | iwae | recon. [the variant's]")
+@click.option("--bound", help="elbo | iwae | miwae | recon. [the variant's]")
 @click.option("-k", "k", type=int, help="Samples per datapoint K. [the variant's]")
+@click.option("-m", "m", type=int, help="Outer samples M of the miwae bound (M x K draws). [the variant's]")
 @click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
 @click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
 @click.option("--kl", help="auto | analytic | mc. [auto]")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -22,7 +23,8 @@ ALL_BOUNDS = (*BOUNDS, "recon")
 
 @dataclass
 class ObjectiveConfig:
-    """bound: elbo | iwae | recon (autoencoder); k: samples per datapoint; beta: weight of the KL term;
+    """bound: elbo | iwae | miwae | recon (autoencoder); k: samples per datapoint (MIWAE: inner samples per outer
+    one); m: MIWAE's outer samples (M x K draws per datapoint; 1 for every other bound); beta: weight of the KL term;
     estimator: reparam | score | stl | dreg; kl: auto | analytic | mc (auto = analytic where the estimator
     allows it); baseline_decay: the score estimator's moving-average baseline (0 = none); schedule: how beta moves
     with the training step (``vaezoo.objectives.schedules``); free_bits: lambda, the floor in nats under each latent
@@ -30,6 +32,7 @@ class ObjectiveConfig:
 
     bound: str = "elbo"
     k: int = 1
+    m: int = 1
     beta: float = 1.0
     estimator: str = "reparam"
     kl: str = "auto"
@@ -44,6 +47,9 @@ class ObjectiveConfig:
             raise VaezooError(f"unknown estimator '{self.estimator}'; choose from {', '.join(ESTIMATORS)}")
         if self.k < 1:
             raise VaezooError(f"k (samples per datapoint) must be >= 1, got {self.k}")
+        if self.m < 1 or (self.m != 1 and self.bound != "miwae"):
+            raise VaezooError(f"m (outer samples) must be >= 1, and is defined for the miwae bound only; got m={self.m} "
+                              f"with bound '{self.bound}'")
         if not 0 <= self.beta < math.inf:  # nan fails too
             raise VaezooError(f"beta must be >= 0 and finite, got {self.beta}")
         if not 0 <= self.baseline_decay < 1:
@@ -73,8 +79,8 @@ class ObjectiveConfig:
             raise VaezooError(
                 f"kl='{self.kl}' does not apply to estimator '{self.estimator}' with bound '{self.bound}' (allowed: {', '.join(modes)})"
             )
-        if self.bound == "iwae" and (self.beta != 1.0 or self.schedule.name != "constant" or self.free_bits):
-            raise VaezooError("beta != 1, KL schedules and free bits are defined for the ELBO only, not for the IWAE bound")
+        if self.bound != "elbo" and (self.beta != 1.0 or self.schedule.name != "constant" or self.free_bits):
+            raise VaezooError(f"beta != 1, KL schedules and free bits are defined for the ELBO only, not for the {self.bound} bound")
         if self.free_bits and self.kl != "analytic":
             raise VaezooError(f"free bits need the closed-form KL per unit: kl='{self.kl}' (estimator '{self.estimator}') "
                               "has only a sampled KL; use kl=analytic with estimator reparam or score")
@@ -98,6 +104,8 @@ class Objective:
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
+        # the bound as a function of log w [draws, B]; MIWAE's needs its M to find its groups
+        self.bound = partial(BOUNDS["miwae"], outer=cfg.m) if cfg.bound == "miwae" else BOUNDS.get(cfg.bound)
 
     def set_step(self, step: int) -> None:
         """The KL weight for training step ``step`` (0-based): beta x the schedule's factor."""
@@ -118,8 +126,9 @@ class Objective:
             recon = model.log_likelihood(x, model.encode(x).mu)
             return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
         q = model.encode(x)
-        eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
-        est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
+        draws = self.cfg.k * self.cfg.m
+        eps = torch.randn((draws, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
+        est = self.estimator(model, x, q, eps, self.bound)
         kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
         penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor
         # the true KL, and what the loss penalised: beta x kl_penalised (free bits floor each unit's KL)
@@ -128,9 +137,9 @@ class Objective:
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
 
     def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:
-        """The estimate for given noise eps [K, B, d]: a pure function of (parameters, x, eps), as
+        """The estimate for given noise eps [M K, B, d]: a pure function of (parameters, x, eps), as
         torch.func needs (per-example gradients in vaezoo.gradnoise)."""
-        return self.estimator(model, x, model.encode(x), eps, BOUNDS[self.cfg.bound])
+        return self.estimator(model, x, model.encode(x), eps, self.bound)
 
     def state_dict(self) -> dict:
         return self.estimator.state_dict() if self.estimator is not None else {}

@@ -26,7 +26,7 @@ class Reparam(Estimator):
     """
 
     name = "reparam"
-    bounds = ("elbo", "iwae")
+    bounds = ("elbo", "iwae", "miwae")
     kl_modes = ("analytic", "mc")
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
