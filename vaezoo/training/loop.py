@@ -6,6 +6,7 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,15 @@ def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tag
     tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
     save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
     return tracker
+
+
+def _said_warnings(cfg: TrainConfig) -> dict:
+    """What the config allowed although it is known to be wrong: said on stderr, returned as run tags (so run.json
+    and the MLflow run keep it)."""
+    warned = cfg.warnings()
+    for text in warned.values():
+        print(f"warning: {text}", file=sys.stderr)
+    return warned
 
 
 class TermWindow:
@@ -203,7 +213,8 @@ def train(
     made_folder = not rd.path.exists()
     make_dir(rd.path, "run directory")
     try:
-        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(setup.device, cfg.seed), track, tracking_uri)
+        tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg)}
+        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri)
         last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress)
     except BaseException as exc:
         left = _what_failure_leaves(rd, setup, resume, made_folder)
@@ -252,6 +263,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             data_gen.manual_seed(step_seed(cfg.seed, step, 1))
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
             out = objective(model, x, noise_gen)
             terms.add(out)
             optimizer.zero_grad(set_to_none=True)
