@@ -133,7 +133,7 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
     """Evaluate a trained run: ELBO (nats, bits/dim), IWAE_k, log-likelihood (IS) with its interval, and the
     collapse diagnostics (KL per unit, active and borderline units, I(x; z))."""
     from vaezoo.training.collapse import summary
-    from vaezoo.training.evaluate import evaluate_run
+    from vaezoo.training.evaluate import evaluate_run, is_summary
 
     if k < 1:
         raise VaezooError(f"-k must be >= 1, got {k}")
@@ -142,7 +142,7 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, no_track, trac
     report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
                                 out=out, track=not no_track, tracking_uri=tracking_uri)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
-    for line in summary(report):
+    for line in is_summary(report) + summary(report):
         click.echo(line)
     click.echo(f"written: {path}")
 

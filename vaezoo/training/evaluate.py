@@ -148,6 +148,19 @@ def importance_sampled_loglik(model, x, samples: int = 5000, batch_size: int = 1
     }
 
 
+def is_summary(report: dict) -> list[str]:
+    """The importance-sampled log-likelihood as ``vaezoo eval`` prints it: value, interval, trend and ESS."""
+    if "ll_is" not in report:
+        return []
+    r, s = report, report["ll_is_samples"]
+    return [f"log-likelihood (IS, S = {s}): {r['ll_is']:.3f} nats, {r['ll_is_ci_level']:.0%} interval "
+            f"[{r['ll_is_ci_low']:.3f}, {r['ll_is_ci_high']:.3f}] (a stochastic lower bound; the interval is its Monte "
+            f"Carlo spread, not its bias)",
+            f"  at S/10 = {s // 10}: {r['ll_is_s10']:.3f}, S/2 = {s // 2}: {r['ll_is_s2']:.3f}, S: {r['ll_is']:.3f}; "
+            f"ESS median {r['ll_is_ess_median']:.1f}, min {r['ll_is_ess_min']:.1f}, "
+            f"{r['ll_is_ess_below']:.0%} of points below {r['ll_is_ess_threshold']:g}"]
+
+
 @torch.no_grad()
 def bound_on(model, x, objective_cfg: ObjectiveConfig, batch_size: int = 250, generator=None) -> float:
     """Mean of a bound over a dataset (batched; estimator choice is irrelevant without gradients)."""
