@@ -178,6 +178,7 @@ def test_eval_writes_json_with_every_metric(trained_run, tmp_path, capsys):
         assert key in report
     printed = capsys.readouterr().out
     assert "active units:" in printed and "I(x; z)" in printed and "bits per dimension" in printed
+    assert "log-likelihood (IS, S = 200)" in printed and "95% interval" in printed and "at S/10 = 20" in printed
     assert report["elbo_bits_per_dim"] == pytest.approx(-report["elbo"] / (64 * math.log(2)))
     assert len(report["kl_per_unit"]) == 4 and 0 <= report["active_units"] <= 4
     # the bounds are ordered: ELBO <= IWAE_16 <= IS estimate (S=200 >> 16), within Monte Carlo error

@@ -137,7 +137,7 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, samples, no_tr
     """Evaluate a trained run: ELBO (nats, bits/dim), IWAE_k, log-likelihood (IS) with its interval, the
     collapse diagnostics (KL per unit, active and borderline units, I(x; z)) and, with --samples, sample quality."""
     from vaezoo.training.collapse import summary
-    from vaezoo.training.evaluate import evaluate_run
+    from vaezoo.training.evaluate import evaluate_run, is_summary
 
     if k < 1:
         raise VaezooError(f"-k must be >= 1, got {k}")
@@ -147,7 +147,7 @@ def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, samples, no_tr
                                 out=out, track=not no_track, tracking_uri=tracking_uri, samples=samples)
     sq = report.pop("sample_quality", None)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
-    for line in summary(report):
+    for line in is_summary(report) + summary(report):
         click.echo(line)
     if sq:
         click.echo(sample_quality_text(sq))
