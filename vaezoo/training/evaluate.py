@@ -142,6 +142,10 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
                  track=True, tracking_uri=None) -> tuple[dict, Path]:
     rd = RunDir(Path(run))
     model, record = load_run(rd.path, device)
+    if track:  # a training run whose process is gone is synced and marked KILLED, not left RUNNING
+        from vaezoo.tracking.sync import touch
+
+        touch(rd.path)
     cfg, recorded_hash = record.cfg, record.hash  # the run's own hash, as its checkpoints carry it
     ds = load_dataset(cfg.data)
     x = eval_binarized(ds.test, cfg.data.binarize)

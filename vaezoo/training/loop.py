@@ -5,7 +5,6 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,12 +13,12 @@ import torch
 from vaezoo import tracking
 from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
-from vaezoo.core.io import atomic_write_text, make_dir
+from vaezoo.core.io import make_dir
 from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
-from vaezoo.tracking import ui
+from vaezoo.tracking import journal, ui
 from vaezoo.tracking.provenance import git_state, provenance, resolve_device, set_determinism
 from vaezoo.training.config import TrainConfig
 from vaezoo.training.evaluate import bounds_on_test_set
@@ -80,22 +79,17 @@ def _restore(ckpt: dict, model, optimizer, objective) -> int:
     return int(ckpt["step"])
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None):
-    """The run's tracker (the same MLflow run on resume); config.json and run.json written beside it."""
-    prior = rd.read_run()
-    tracker = tracking.start(track, rd.path.name, uri, run_id=prior.get("mlflow_run_id"))
-    if not resume or not prior:
+def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None,
+                    fallback: str | None = None):
+    """The run's tracker (the same MLflow run on resume; a new one, with the params and the metrics so far,
+    for a run that has none in the store); then the run folder, config.json and run.json."""
+    params = {**tracking.flatten(cfg_dict), "config_hash": cfg_hash}
+    tags = {**tags, "run_dir": str(rd.path.resolve())}
+    tracker = tracking.start_training(track, rd.path, rd.path.name, params, tags, uri, fallback)
+    make_dir(rd.path, "run directory")  # after the tracker: a store that fails leaves no empty folder
+    if not resume or not rd.read_run():
         save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
-        tracker.log_params({**tracking.flatten(cfg_dict), "config_hash": cfg_hash})
-    tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
+    tracker.set_tags(tags)
     save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
     return tracker
 
@@ -144,6 +138,7 @@ def train(
     resume: bool = False,
     track: bool = True,
     tracking_uri: str | None = None,
+    tracking_fallback: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
@@ -165,11 +160,10 @@ def train(
     model, objective, optimizer = build(cfg, ds, device)
     x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
     start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
-    if resume:
-        _truncate_metrics(rd.metrics, start)
+    skip_through = journal.rewind(rd.metrics, start) if resume else 0  # keeps the lines MLflow may hold
 
-    make_dir(rd.path, "run directory")
-    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri)
+    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri,
+                              tracking_fallback)
     ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
 
     def checkpoint(step: int) -> None:
@@ -184,7 +178,7 @@ def train(
     t0 = time.perf_counter()
     last_good = start
     last_eval: dict = {}
-    metrics_fh = open(rd.metrics, "a")
+    metrics_fh = journal.MetricsLog(rd.metrics, skip_through)
     status = "FAILED"
     try:
         model.train()
@@ -241,8 +235,8 @@ def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_e
 
 
 def _emit(fh, tracker, step: int, row: dict) -> None:
-    fh.write(json.dumps({"step": step, **row}) + "\n")
-    tracker.log_metrics(row, step)
+    if fh.write(step, row):
+        tracker.log_metrics(row, step)
 
 
 __all__ = ["train", "build", "step_seed", "evaluate_during_training"]
