@@ -3,7 +3,8 @@
 Run directory:
   config.json      the resolved config and its sha256 ("config_hash")
   checkpoint.pt    the latest checkpoint (atomic; tensors and plain data only)
-  metrics.jsonl    one JSON line per log or eval event
+  metrics.jsonl    one JSON line per log or eval event (its step, timestamp and metrics): the source of truth
+  mlflow-sync.json how much of metrics.jsonl MLflow holds, and the process that owns the run (vaezoo.tracking.journal)
   final.json       the final metrics
   samples.png      64 prior samples; samples-recon.png: test images and their reconstructions
   run.json         provenance tags and the MLflow run id
