@@ -147,6 +147,21 @@ def test_an_unreachable_server_is_one_error_line_and_leaves_no_folder(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_sync_says_what_it_cannot_do_in_one_line(tmp_path):
+    r = vaezoo("sync", "nowhere", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: 'nowhere' is not a vaezoo run directory (no config.json)"
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    me = Owner.current()
+    SyncState(run_id="x", uri="u", owner=me.to_dict()).save(run)  # owned by this (live) test process
+    r = vaezoo("sync", "r", cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and f"being trained by pid {me.pid}" in r.stdout
+    SyncState(run_id="x", uri="u", owner={**me.to_dict(), "host": "another-host.invalid"}).save(run)
+    r = vaezoo("sync", "r", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--force" in r.stderr
+
+
 @pytest.mark.slow
 def test_fallback_local_trains_with_one_warning_and_sync_sends_it_later(tmp_path):
     from mlflow.tracking import MlflowClient

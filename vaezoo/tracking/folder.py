@@ -41,7 +41,6 @@ class FolderTracker(MlflowTracker):
                 raise VaezooError(f"{exc}, or --tracking-fallback local (log to the run folder, `vaezoo sync` later)") from None
             warn(f"MLflow tracking server {uri} is unreachable: logging to '{self.folder}' only; "
                  f"`vaezoo sync {self.folder}` sends the run when the server answers")
-        make_dir(self.folder, "run directory")
         if self.client is not None:
             if state.run_id and state.uri == uri and is_active(self.client, state.run_id):
                 self.run_id = state.run_id  # a resumed run goes on in its own MLflow run
@@ -50,6 +49,7 @@ class FolderTracker(MlflowTracker):
                 self.run_id = create_run(self.client, self.exp_id, self.folder, run_name, params, tags)
                 state.confirmed = state.sent = 0
             state.run_id = self.run_id
+        make_dir(self.folder, "run directory")  # only now: a store that fails leaves no empty folder
         state.uri = uri
         state.owner = Owner.current().to_dict()
         state.status = None

@@ -75,15 +75,22 @@ def creation_lock(uri: str):
         raise VaezooError(f"the MLflow store '{db}' stayed locked for {LOCK_TIMEOUT_S:.0f} s") from None
 
 
-def open_store(uri: str, experiment: str):
-    """(MlflowClient, experiment id) for ``uri``; the experiment is made if missing."""
-    from mlflow.exceptions import MlflowException
+def connect(uri: str, registry: bool = False):
+    """An MlflowClient for ``uri``, after the probe, under the creation lock (opening creates the tables)."""
     from mlflow.tracking import MlflowClient
 
     probe(uri)
     quick_retries(uri)
     with creation_lock(uri):
-        client = MlflowClient(tracking_uri=uri)
+        return MlflowClient(tracking_uri=uri, registry_uri=uri if registry else None)
+
+
+def open_store(uri: str, experiment: str):
+    """(MlflowClient, experiment id) for ``uri``; the experiment is made if missing."""
+    from mlflow.exceptions import MlflowException
+
+    client = connect(uri)
+    with creation_lock(uri):
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:
             return client, exp.experiment_id

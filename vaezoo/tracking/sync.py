@@ -233,7 +233,7 @@ def touch(folder: str | Path) -> None:
         return
     try:
         sync_run(folder)
-    except (VaezooError, Exception) as exc:  # a server that is away now: the next touch or sync tries again
+    except Exception as exc:  # a server that is away now: the next touch or sync tries again
         warn(f"could not sync '{folder}' with MLflow ({str(exc)[:200]}); `vaezoo sync {folder}` tries again")
 
 
