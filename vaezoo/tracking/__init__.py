@@ -3,10 +3,20 @@
 process (``liveness``), the model registry and ``vaezoo pull`` (``registry``), and the provenance every run
 records (``provenance``: git, versions, device, CPU, determinism).
 
-``folder`` holds a training run's tracker. mlflow is imported lazily, inside functions, so ``--no-track`` works without it installed."""
+``folder`` holds a training run's tracker. mlflow is imported lazily, inside functions, so ``--no-track``
+works without it installed."""
 
 from vaezoo.tracking.folder import FolderTracker, start_training
-from vaezoo.tracking.runs import EXPERIMENT, MlflowTracker, NullTracker, default_store, flatten, start, tracking_uri
+from vaezoo.tracking.runs import (
+    EXPERIMENT,
+    MlflowTracker,
+    NullTracker,
+    default_store,
+    flatten,
+    start,
+    tracking_uri,
+    training_params,
+)
 
 __all__ = ["EXPERIMENT", "FolderTracker", "MlflowTracker", "NullTracker", "default_store", "flatten", "start",
-           "start_training", "tracking_uri"]
+           "start_training", "tracking_uri", "training_params"]

@@ -113,6 +113,11 @@ def set_tags(client, run_id: str, tags: dict) -> None:
     client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def training_params(cfg: dict, cfg_hash: str) -> dict:
+    """A training run's MLflow params: its resolved config, flattened, and the config's hash."""
+    return {**flatten(cfg), "config_hash": cfg_hash}
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():

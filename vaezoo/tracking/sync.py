@@ -128,13 +128,6 @@ class Replica:
         st.save(self.folder)
 
 
-def _training_params(folder: Path) -> tuple[dict, dict]:
-    from vaezoo.tracking.runs import flatten
-
-    record = read_json_object(folder / "config.json", "run config")
-    return {**flatten(record["config"]), "config_hash": record["config_hash"]}, record
-
-
 def create_run(client, exp_id: str, folder: Path, name: str, params: dict, tags: dict) -> str:
     """A new MLflow run for a run folder, with its params and tags (nothing sent of the journal yet)."""
     from vaezoo.tracking.runs import log_params, set_tags
@@ -158,7 +151,7 @@ def sync_run(folder: str | Path, uri: str | None = None, force: bool = False) ->
     store (a --no-track run, or a run started with --tracking-fallback local), unconfirmed lines and artifacts
     are sent, and a run left RUNNING gets its end: FINISHED when final.json exists, else KILLED."""
     from vaezoo.tracking import ui
-    from vaezoo.tracking.runs import EXPERIMENT, tracking_uri
+    from vaezoo.tracking.runs import EXPERIMENT, tracking_uri, training_params
     from vaezoo.tracking.store import open_store
 
     folder = Path(folder)
@@ -178,7 +171,8 @@ def sync_run(folder: str | Path, uri: str | None = None, force: bool = False) ->
     client, exp_id = open_store(uri, EXPERIMENT)
     created = False
     if state.run_id is None or state.uri != uri or not is_active(client, state.run_id):
-        params, record = _training_params(folder)
+        record = read_json_object(folder / "config.json", "run config")
+        params = training_params(record["config"], record["config_hash"])
         name = ui.run_name(record["config"], record["config_hash"])
         state.run_id = create_run(client, exp_id, folder, name, params, run.get("tags", {}))
         state.uri, state.confirmed, state.sent, created = uri, 0, 0, True

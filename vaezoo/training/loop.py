@@ -83,7 +83,7 @@ def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tag
                     fallback: str | None = None):
     """The run's tracker (the same MLflow run on resume; a new one, with the params and the metrics so far,
     for a run that has none in the store); then the run folder, config.json and run.json."""
-    params = {**tracking.flatten(cfg_dict), "config_hash": cfg_hash}
+    params = tracking.training_params(cfg_dict, cfg_hash)
     tags = {**tags, "run_dir": str(rd.path.resolve())}
     tracker = tracking.start_training(track, rd.path, rd.path.name, params, tags, uri, fallback)
     make_dir(rd.path, "run directory")  # after the tracker: a store that fails leaves no empty folder
