@@ -85,8 +85,9 @@ class Replica:
                          f"answers again, or by `vaezoo sync {self.folder}`")
                 self.online = False
                 return False
-            if not self.online:
-                warn(f"MLflow at {self.state.uri} answers again: '{self.folder}' is in step")
+            if not self.online:  # news, not a second warning
+                print(f"note: MLflow at {self.state.uri} answers again: '{self.folder}' is in step with it",
+                      file=sys.stderr, flush=True)
             self.online = True
             return True
 
