@@ -160,6 +160,13 @@ def test_sync_says_what_it_cannot_do_in_one_line(tmp_path):
     SyncState(run_id="x", uri="u", owner={**me.to_dict(), "host": "another-host.invalid"}).save(run)
     r = vaezoo("sync", "r", cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--force" in r.stderr
+    dead = f"http://127.0.0.1:{free_port()}"
+    SyncState(uri=dead).save(run)  # a --tracking-fallback local run whose server is still away
+    before = (run / STATE_FILE).read_text()
+    r = vaezoo("sync", "r", cwd=tmp_path, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "unreachable" in lines[0] and "nothing is lost" in lines[0]
+    assert (run / STATE_FILE).read_text() == before
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ class FolderTracker(MlflowTracker):
         except Unreachable as exc:
             if fallback != "local":
                 raise VaezooError(f"{exc}, or --tracking-fallback local (log to the run folder, `vaezoo sync` later)") from None
-            warn(f"MLflow tracking server {uri} is unreachable: logging to '{self.folder}' only; "
+            warn(f"{exc.what}: logging to '{self.folder}' only; "
                  f"`vaezoo sync {self.folder}` sends the run when the server answers")
         if self.client is not None:
             if state.run_id and state.uri == uri and is_active(self.client, state.run_id):

@@ -29,7 +29,11 @@ LOCK_TIMEOUT_S = 600.0  # creating the tables takes seconds; a loaded machine ca
 
 
 class Unreachable(VaezooError):
-    """The tracking server does not answer."""
+    """The tracking server does not answer; ``what`` says so without advice (each caller adds its own)."""
+
+    def __init__(self, uri: str, reason: str) -> None:
+        self.what = f"MLflow tracking server {uri} is unreachable ({reason})"
+        super().__init__(f"{self.what}: start it, or pass another --tracking-uri, or --no-track")
 
 
 def is_http(uri: str) -> bool:
@@ -47,8 +51,7 @@ def probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         with socket.create_connection((parsed.hostname or "localhost", port), timeout=timeout):
             pass
     except OSError as exc:
-        raise Unreachable(f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc}): start it, or pass "
-                          "another --tracking-uri, or --no-track") from None
+        raise Unreachable(uri, exc.strerror or str(exc)) from None
 
 
 def quick_retries(uri: str) -> None:
@@ -77,19 +80,19 @@ def creation_lock(uri: str):
 
 def connect(uri: str, registry: bool = False):
     """An MlflowClient for ``uri``, after the probe, under the creation lock (opening creates the tables)."""
+    probe(uri)  # before importing mlflow: an unreachable server fails in the time of the probe
+    quick_retries(uri)
     from mlflow.tracking import MlflowClient
 
-    probe(uri)
-    quick_retries(uri)
     with creation_lock(uri):
         return MlflowClient(tracking_uri=uri, registry_uri=uri if registry else None)
 
 
 def open_store(uri: str, experiment: str):
     """(MlflowClient, experiment id) for ``uri``; the experiment is made if missing."""
+    client = connect(uri)
     from mlflow.exceptions import MlflowException
 
-    client = connect(uri)
     with creation_lock(uri):
         exp = client.get_experiment_by_name(experiment)
         if exp is not None:

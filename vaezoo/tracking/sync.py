@@ -77,7 +77,7 @@ class Replica:
         """Send unconfirmed lines and pending artifacts; True when MLflow holds everything."""
         with self._lock:
             try:
-                self._push()
+                self.send_pending()
             except Exception as exc:  # any failure of the server or the network: keep training
                 if self.online:
                     warn(f"MLflow at {self.state.uri} did not answer ({type(exc).__name__}: {str(exc)[:200]}); "
@@ -91,7 +91,8 @@ class Replica:
             self.online = True
             return True
 
-    def _push(self) -> None:
+    def send_pending(self) -> None:
+        """Send what MLflow has not confirmed (lines, then artifacts); raises what the client raises."""
         st = self.state
         lines = read_lines(self.folder / METRICS_FILE)
         if len(lines) > st.confirmed:
@@ -153,7 +154,7 @@ def sync_run(folder: str | Path, uri: str | None = None, force: bool = False) ->
     are sent, and a run left RUNNING gets its end: FINISHED when final.json exists, else KILLED."""
     from vaezoo.tracking import ui
     from vaezoo.tracking.runs import EXPERIMENT, tracking_uri, training_params
-    from vaezoo.tracking.store import open_store
+    from vaezoo.tracking.store import Unreachable, open_store
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -169,7 +170,11 @@ def sync_run(folder: str | Path, uri: str | None = None, force: bool = False) ->
                               "pass --force if that process is gone")
     run = read_json_object(folder / "run.json", "run record") if (folder / "run.json").is_file() else {}
     uri = tracking_uri(uri or state.uri or run.get("tracking_uri"))
-    client, exp_id = open_store(uri, EXPERIMENT)
+    try:
+        client, exp_id = open_store(uri, EXPERIMENT)
+    except Unreachable as exc:
+        raise VaezooError(f"{exc.what}; nothing is lost: sync again when it answers, or pass another "
+                          "--tracking-uri") from None
     created = False
     if state.run_id is None or state.uri != uri or not is_active(client, state.run_id):
         record = read_json_object(folder / "config.json", "run config")
@@ -181,10 +186,12 @@ def sync_run(folder: str | Path, uri: str | None = None, force: bool = False) ->
                    entry="vaezoo train")
         state.save(folder)
         _record_run(folder, state.run_id, uri)
-    replica = Replica(folder, state, client)
     before = state.confirmed
-    if not replica.push():
-        raise VaezooError(f"MLflow at {uri} did not take the metrics of '{folder}'; nothing was lost, try again")
+    try:
+        Replica(folder, state, client).send_pending()
+    except Exception as exc:  # the server went away meanwhile: what it took is recorded, the rest waits
+        raise VaezooError(f"MLflow at {uri} stopped answering ({type(exc).__name__}); nothing is lost: "
+                          "sync again when it answers") from None
     status = state.status
     if status is None and (created or client.get_run(state.run_id).info.status == "RUNNING"):
         status = "FINISHED" if (folder / "final.json").is_file() else "KILLED"
