@@ -4,7 +4,10 @@
 
 Paired benchmarks (benchmarks/conftest.py, ``side_by_side``) record in ``extra_info`` the speedup of
 vaezoo's path over its baseline, measured interleaved in that same run, and the floor ``min_speedup``
-the suite promises. The check fails only where a speedup is below its floor or is not a finite number;
+the suite promises, with a 99% interval for the speedup (``speedup_lo``/``speedup_hi``, the median of the
+paired ratios of the rounds). The check fails only where the speedup's whole interval lies below its floor
+(a regression beyond the run's own noise; without an interval, the speedup itself), or where the speedup
+is not a finite number;
 absolute times, noisy on a shared machine, are never compared. Exit status: 0 all floors met; 1 a floor
 missed, a NaN or infinite speedup, or no pair found (a suite that measured nothing checks nothing);
 2 unreadable input, or a floor that is not a finite number > 0.
@@ -24,8 +27,11 @@ def pair_ratios(benchmarks: list[dict]) -> dict[str, dict]:
     for b in benchmarks:
         info = b.get("extra_info") or {}
         if "speedup" in info:
+            speedup = float(info["speedup"])
             out[info.get("pair", b["name"])] = {
-                "speedup": float(info["speedup"]),
+                "speedup": speedup,
+                "hi": float(info.get("speedup_hi", speedup)),
+                "lo": float(info.get("speedup_lo", speedup)),
                 "min_speedup": info.get("min_speedup"),
                 "name": b["name"],
             }
@@ -51,17 +57,18 @@ def check(path: str | Path) -> int:
         print(f"error: min_speedup must be a finite number > 0 in '{path}' ({', '.join(bad_floors)})", file=sys.stderr)
         return 2
     failed = 0
-    print(f"{'pair':40s} {'speedup':>8s} {'floor':>6s}")
+    print(f"{'pair':48s} {'speedup':>8s} {'99% interval':>17s} {'floor':>6s}")
     for pair, r in ratios.items():
         floor = r["min_speedup"]
         s = r["speedup"]
         # `nan < floor` is False: a non-finite speedup (a broken measurement) fails explicitly, floor or not
-        bad = not math.isfinite(s) or (floor is not None and s < floor)
+        bad = not math.isfinite(s) or (floor is not None and r["hi"] < floor)
         failed += bad
         floor_txt = f"{floor:.2f}" if floor is not None else "-"
-        print(f"{pair:40s} {r['speedup']:8.3f} {floor_txt:>6s}  {'REGRESSION' if bad else 'ok'}")
+        interval = f"[{r['lo']:.3f}, {r['hi']:.3f}]"
+        print(f"{pair:48s} {s:8.3f} {interval:>17s} {floor_txt:>6s}  {'REGRESSION' if bad else 'ok'}")
     if failed:
-        print(f"{failed} speed ratio(s) below their floor", file=sys.stderr)
+        print(f"{failed} speed ratio(s) below their floor beyond their interval", file=sys.stderr)
         return 1
     return 0
 

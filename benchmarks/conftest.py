@@ -4,7 +4,9 @@ A pair does the same work two ways: the subject (vaezoo's path) and a baseline (
 ``side_by_side`` fixture times them interleaved, round by round (baseline, subject, baseline, subject...),
 so load from other jobs on a shared machine falls on both alike. pytest-benchmark records the subject's
 rounds; the baseline's times and the speedup (median over rounds of baseline time / subject time) go into
-``extra_info``. benchmarks/check_ratios.py fails CI where a speedup is below its ``min_speedup``.
+``extra_info``, with a distribution-free 99% interval for that median (order statistics of the paired
+ratios). benchmarks/check_ratios.py fails CI where a speedup is below its ``min_speedup`` beyond that
+interval: where the whole interval lies below the floor, so round-to-round noise cannot fail CI.
 
 Threads: ``VAEZOO_BENCH_THREADS`` (default 1): two OpenMP threads competing with other jobs for two
 cores can slow a step down many times over, one thread cannot.
@@ -12,6 +14,7 @@ cores can slow a step down many times over, one thread cannot.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -27,6 +30,25 @@ def bench_threads():
     torch.set_num_threads(int(os.environ.get("VAEZOO_BENCH_THREADS", "1")))
     yield
     torch.set_num_threads(before)
+
+
+RATIO_LEVEL = 0.99
+
+
+def median_interval(values: list[float], level: float = RATIO_LEVEL) -> tuple[float, float, float]:
+    """(lo, hi, achieved level): the order statistics x_(j) <= median <= x_(n+1-j) with the largest j whose
+    coverage 1 - 2 P(Binomial(n, 1/2) < j) is at least ``level`` (no assumption on the ratios' distribution);
+    with too few rounds for ``level``, the range, and the level it achieves."""
+    xs = sorted(values)
+    n = len(xs)
+    below = 0.0  # P(Binomial(n, 1/2) < j)
+    j, achieved = 1, 1 - 2 * 0.5**n
+    for k in range(1, n // 2 + 1):
+        below += math.comb(n, k - 1) / 2**n
+        if 1 - 2 * below < level:
+            break
+        j, achieved = k, 1 - 2 * below
+    return xs[j - 1], xs[n - j], achieved
 
 
 @pytest.fixture
@@ -51,10 +73,14 @@ def side_by_side(benchmark):
             return result
         subj = list(benchmark.stats.stats.data)
         base = base[warmup_rounds:]
-        speedup = statistics.median(b / s for b, s in zip(base, subj))
+        ratios = [b / s for b, s in zip(base, subj)]
+        lo, hi, level = median_interval(ratios)
         benchmark.extra_info.update(
             pair=pair,
-            speedup=speedup,
+            speedup=statistics.median(ratios),
+            speedup_lo=lo,
+            speedup_hi=hi,
+            speedup_level=level,
             work=work,
             subject_items_per_s=work / statistics.median(subj),
             baseline_items_per_s=work / statistics.median(base),

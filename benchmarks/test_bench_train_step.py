@@ -69,10 +69,13 @@ def test_train_step_vs_default_adam(side_by_side):
     )
 
 
-# torch.compile of the whole step / eager, samples/s, at batch 512 (1 thread: 1.10; CI: 1.06-1.09). At batch 128
-# eager with fused Adam is as fast as compiled (0.98 at 1 thread, 1.05 at 2): fusing Adam was most of compile's
-# gain there, hence batch 512.
-MIN_COMPILE_SPEEDUP = 1.0  # a regression (graph breaks, a slow kernel) shows as < 1: compiling must not lose
+# torch.compile of the whole step / eager, samples/s, at batch 512 (Intel Xeon, 1 thread: 1.10; CI: 1.06-1.09;
+# a 2-core AMD EPYC: 1.051 in one CI run and 0.92-1.10 across runs, the run-to-run spread that no within-run
+# interval sees). At batch 128 eager with fused Adam is as fast as compiled (0.98 at 1 thread, 1.05 at 2):
+# fusing Adam was most of compile's gain there, hence batch 512. The floor guards against a broken compile
+# (graph breaks fall back to eager pieces with guard overhead; a lost fusion), which costs far more than the
+# 8% that the AMD spread reaches below 1; "compile must never lose" does not hold on every CPU family.
+MIN_COMPILE_SPEEDUP = 0.85
 COMPILE_BATCH = 512
 
 

@@ -48,3 +48,25 @@ def wait_http(url: str, proc, log=None, tries: int = 480) -> None:
             assert proc.poll() is None, f"server exited: {log.read_text()[-2000:] if log else ''}"
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer")
+
+
+def vaezoo_command(*args: str, cwd=None, env=None, timeout: float = 600):
+    """The real ``vaezoo`` console script of this environment, run in a subprocess (exit code, stdout, stderr)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([str(Path(sys.executable).parent / "vaezoo"), *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def blocking_env(folder, *names: str) -> dict:
+    """An environment in which importing each of ``names`` fails, as in an install that lacks them."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in names:
+        (Path(folder) / name).mkdir()
+        (Path(folder) / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), str(root)])}

@@ -4,10 +4,11 @@ loads neither torch nor (in a runtime-only install) anything it does not have.""
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from helpers import blocking_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "vaezoo"
@@ -99,16 +100,8 @@ def test_no_import_cycle_inside_vaezoo():
     assert cycles(import_graph(module_names())) == []
 
 
-def _blocking(tmp_path: Path, *names: str) -> dict:
-    """An environment in which importing each of ``names`` fails, as in an install that lacks them."""
-    for name in names:
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed here')\n")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
-
-
 def test_help_loads_no_torch_through_the_real_command(tmp_path):
-    env = _blocking(tmp_path, "torch")
+    env = blocking_env(tmp_path, "torch")
     for args in (["--help"], ["train", "--help"], ["eval", "--help"], ["export", "--help"], ["pull", "--help"]):
         out = subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, env=env, timeout=120)
         assert out.returncode == 0, (args, out.stderr)
@@ -119,7 +112,7 @@ def test_help_loads_no_torch_through_the_real_command(tmp_path):
 
 
 def test_the_console_script_in_a_runtime_only_install_says_what_to_install(tmp_path):
-    out = subprocess.run([str(VAEZOO), "--help"], capture_output=True, text=True, env=_blocking(tmp_path, "click", "torch"),
+    out = subprocess.run([str(VAEZOO), "--help"], capture_output=True, text=True, env=blocking_env(tmp_path, "click", "torch"),
                          timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1

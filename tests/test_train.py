@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -199,3 +200,116 @@ def test_an_edited_config_json_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(VaezooError, match="does not match its recorded config_hash"):
         load_run_model(tmp_path / "run")
+
+
+@pytest.mark.parametrize("made_before", [False, True], ids=["new-folder", "empty-folder-given"])
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_no_run_folder(tmp_path, monkeypatch, made_before):
+    run = tmp_path / "r"
+    if made_before:
+        run.mkdir()
+
+    def fail(*_, **__):
+        raise RuntimeError("out of memory (a stand-in for the allocator)")
+
+    monkeypatch.setattr("vaezoo.training.loop.batch_indices", fail)
+    with pytest.raises(RuntimeError, match="stand-in"):
+        train(small(steps=20, checkpoint_every=5), run, track=False, progress=False)
+    assert run.is_dir() == made_before and (not made_before or not any(run.iterdir()))
+    monkeypatch.undo()
+    train(small(steps=5, checkpoint_every=5), run, track=False, progress=False)  # the same folder, no --resume
+
+
+def test_a_failure_after_a_checkpoint_keeps_the_run(tmp_path, monkeypatch):
+    from vaezoo.training import loop
+
+    real = loop.batch_indices
+
+    def fail_at_step_7(n, batch_size, step, seed):
+        if step == 7:
+            raise RuntimeError("stand-in")
+        return real(n, batch_size, step, seed)
+
+    monkeypatch.setattr(loop, "batch_indices", fail_at_step_7)
+    with pytest.raises(RuntimeError, match="stand-in"):
+        train(small(steps=20, checkpoint_every=5), tmp_path / "r", track=False, progress=False)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["step"] == 5
+    assert (tmp_path / "r" / "config.json").is_file()
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_a_temp_file_that_the_resume_removes(tmp_path):
+    from helpers import vaezoo_command
+
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(small(steps=30, checkpoint_every=10, eval_every=30).to_dict()))
+    run = tmp_path / "killed"
+    argv = ["train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
+    # The child dies inside the write of its second checkpoint: the temp file is complete, the rename never happens.
+    child = f"""
+import os, signal, sys
+import torch
+real_save = torch.save
+def save_then_die(obj, f, *args, **kwargs):
+    real_save(obj, f, *args, **kwargs)
+    if isinstance(obj, dict) and obj.get("step") == 20:
+        os.kill(os.getpid(), signal.SIGKILL)
+torch.save = save_then_die
+from vaezoo.cli import main
+sys.exit(main({argv!r}))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    assert len(list(run.glob(".checkpoint.pt.*.tmp"))) == 1 and load_checkpoint(run / "checkpoint.pt")["step"] == 10
+    (run / "notes.tmp").write_text("not a temp file of this run's writes")
+
+    done = vaezoo_command("train", "--resume", str(run), "--no-track", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 30
+    assert not list(run.glob(".*.tmp")) and (run / "notes.tmp").is_file()
+
+
+def test_a_finished_run_leaves_no_temp_files_of_its_writes(tmp_path, monkeypatch):
+    from vaezoo.training import loop
+
+    real = loop.save_checkpoint
+    stray = tmp_path / "r" / ".checkpoint.pt.k1ll3d00.tmp"  # as an interrupted write leaves it
+
+    def save_and_leave_a_temp(path, state):
+        real(path, state)
+        stray.write_bytes(b"half a checkpoint")
+        (tmp_path / "r" / ".notes.txt.tmp").write_text("not one of the run's files")
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_and_leave_a_temp)
+    train(small(steps=10, checkpoint_every=5), tmp_path / "r", track=False, progress=False)
+    assert not stray.exists() and (tmp_path / "r" / ".notes.txt.tmp").is_file()
+
+
+def test_only_the_temp_files_of_atomic_writes_count_as_stale(tmp_path):
+    import tempfile
+
+    from vaezoo.core.io import stale_temp_files
+
+    fd, real = tempfile.mkstemp(prefix=".checkpoint.pt.", suffix=".tmp", dir=tmp_path)  # as atomic_write names them
+    os.close(fd)
+    for name in (".checkpoint.pt.a.b.tmp", "checkpoint.pt.abc.tmp", ".checkpoint.pt.abc.tmp.keep", ".checkpoint.ptx.abc.tmp"):
+        (tmp_path / name).write_text("someone else's")
+    assert stale_temp_files(tmp_path / "checkpoint.pt") == [Path(real)]
+
+
+def test_a_diverged_resume_without_a_checkpoint_says_so_and_keeps_the_run(tmp_path, monkeypatch):
+    from vaezoo.objectives import objective as objective_module
+
+    cfg = small(steps=10, checkpoint_every=5)
+    train(cfg, tmp_path / "r", track=False, progress=False)
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # as a run killed before its first checkpoint has it
+    real_call = objective_module.Objective.__call__
+
+    def poisoned(self, model, x, generator=None):
+        out = real_call(self, model, x, generator)
+        out.terms["kl"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at step 1; training stopped; '.*' has no checkpoint yet, so a resume starts again"):
+        train(cfg, tmp_path / "r", resume=True, track=False, progress=False)
+    assert (tmp_path / "r" / "config.json").is_file()

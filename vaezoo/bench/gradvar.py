@@ -285,6 +285,7 @@ def quick_study(run_dir: str | Path, out: str | Path | None = None, track: bool 
 )
 @click.option("--seed", type=int, help="Seed of the draws. [0]")
 @click.option("--chunk-mb", type=int, help="Memory bound of one vmapped chunk of gradients. [256]")
+@click.option("--score-baseline", help="The score estimator with the baseline training uses, held at its settled value (trained), or with none (none). [trained]")
 @click.option("--method", help="Per-example gradient moments of the B_simple pool: hooks (one backward pass with layer hooks, exact) | vmap (torch.func, for checking). [hooks]")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda.")
 @click.option(
@@ -341,6 +342,7 @@ def gradvar_command(
         "seed": grid["seed"],
         "chunk_mb": grid["chunk_mb"],
         "method": grid["method"],
+        "score_baseline": grid["score_baseline"],
     }
     values.update({k: v for k, v in parsed.items() if v is not None})
     cfg = from_dict(GradVarConfig, values)  # validates the grid before any model or data is loaded

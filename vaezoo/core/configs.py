@@ -21,23 +21,25 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str, build: bool = True) -> Any:
+    """``value`` checked against type ``tp`` (and converted where JSON loses the type: lists to tuples, ints
+    to floats); ``build=False`` checks a nested config's keys and types without building it."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise VaezooError(f"config '{where}' must be a mapping, got {value!r}")
-        return from_dict(tp, value, prefix=where + ".")
+        return from_dict(tp, value, prefix=where + ".") if build else check_types(tp, value, prefix=where + ".")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise VaezooError(f"config '{where}' must be a list, got {value!r}")
         (inner, *_rest) = typing.get_args(tp) or (Any,)
-        return tuple(_coerce(inner, v, where) for v in value)
+        return tuple(_coerce(inner, v, where, build) for v in value)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return _coerce(non_none[0], value, where)
+        return _coerce(non_none[0], value, where, build)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):
@@ -47,8 +49,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
-    """Build ``cls`` from plain data; an unknown key is an error that names it and the valid ones."""
+def _known_hints(cls: type, data: dict, prefix: str) -> dict[str, Any]:
+    """The field types of ``cls``, once every key of ``data`` is known to be one of its fields."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - fields)
@@ -56,8 +58,22 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         raise VaezooError(
             f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(fields))}"
         )
-    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    return hints
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build ``cls`` from plain data; an unknown key is an error that names it and the valid ones."""
+    hints = _known_hints(cls, data, prefix)
+    return cls(**{k: _coerce(hints[k], v, prefix + k) for k, v in data.items()})
+
+
+def check_types(cls: type, data: dict, prefix: str = "") -> None:
+    """Check user data against the keys and types of ``cls`` without building it (no ``__post_init__``):
+    for data that is completed before it is built (a model variant's defaults go under it), so that code
+    reading it first meets mappings where mappings belong and a bad value is one error naming its key."""
+    hints = _known_hints(cls, data, prefix)
+    for k, v in data.items():
+        _coerce(hints[k], v, prefix + k, build=False)
 
 
 def config_hash(cfg: Any) -> str:
@@ -132,10 +148,10 @@ def parse_value(text: str) -> Any:
 def set_path(d: dict, dotted: str, value: Any) -> None:
     """``d[a][b][c] = value`` for ``dotted`` = 'a.b.c', creating the mappings on the way."""
     keys = dotted.split(".")
-    for k in keys[:-1]:
+    for i, k in enumerate(keys[:-1]):
         d = d.setdefault(k, {})
         if not isinstance(d, dict):
-            raise VaezooError(f"unknown config key '{dotted}'")
+            raise VaezooError(f"cannot set '{dotted}': '{'.'.join(keys[: i + 1])}' holds {d!r}, not a mapping of keys")
     d[keys[-1]] = value
 
 

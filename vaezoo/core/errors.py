@@ -6,4 +6,4 @@ class VaezooError(Exception):
 
 
 class TrainingDiverged(VaezooError):
-    """A NaN or inf appeared in a training term; the last good checkpoint is kept."""
+    """A NaN or inf appeared in a training term; the last good checkpoint, if there is one, is kept."""

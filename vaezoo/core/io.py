@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,21 @@ def make_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     return path
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """The temp files ``atomic_write`` makes beside ``path`` (``.NAME.XXXXXXXX.tmp``, mkstemp's random part without
+    dots) that are still there: a process killed mid-write leaves its temp file behind."""
+    path = Path(path)
+    pattern = re.compile(re.escape(_temp_prefix(path)) + r"\w+" + re.escape(TEMP_SUFFIX))
+    return sorted(p for p in path.parent.glob(f"{glob.escape(_temp_prefix(path))}*") if pattern.fullmatch(p.name))
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     """Call ``write(tmp_path)``, fsync, then move the temp file over ``path`` in one step. A path the system
     refuses (no such folder, no permission, a full disk) is a VaezooError naming ``path``, not the temp file."""
@@ -28,7 +45,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     make_dir(path.parent, "folder")
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent)
         os.close(fd)
         write(tmp)
         with open(tmp, "rb") as fh:

@@ -25,6 +25,7 @@ from vaezoo.core.errors import VaezooError
 from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data import binarize_batch, eval_binarized
 from vaezoo.gradnoise import stats
+from vaezoo.gradnoise.baseline import SCORE_BASELINES, settled_baseline
 from vaezoo.gradnoise.moments import CHUNK_BYTES, GradientMoments
 from vaezoo.gradnoise.pergrad import NETWORKS, DrawGradients
 from vaezoo.objectives import ESTIMATORS, ObjectiveConfig
@@ -48,7 +49,8 @@ class GradVarConfig:
     the N examples are binarised once, see select_data);
     chunk_units / chunk_mb bound one vmapped chunk's memory; method: the pool's per-example moments from
     layer hooks in one backward pass per group (``hooks``, vaezoo.gradnoise.moments) or from torch.func
-    per-example gradients (``vmap``). A cell keeps its R gradients (R x P floats:
+    per-example gradients (``vmap``); score_baseline: the score estimator measured with the baseline training
+    uses, held at its settled value (``trained``, vaezoo.gradnoise.baseline), or with none. A cell keeps its R gradients (R x P floats:
     about 0.9 GB for the 1.1M-parameter reference VAE at R = 200) and a pool its groups' sums."""
 
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
@@ -71,6 +73,7 @@ class GradVarConfig:
     chunk_units: int = 8192
     chunk_mb: int = 256
     method: str = "hooks"
+    score_baseline: str = "trained"
 
     def __post_init__(self) -> None:
         self._check_grid()
@@ -125,6 +128,10 @@ class GradVarConfig:
             raise VaezooError("chunk_units and chunk_mb must be >= 1")
         if self.method not in METHODS:
             raise VaezooError(f"unknown method '{self.method}'; choose from {', '.join(METHODS)}")
+        if self.score_baseline not in SCORE_BASELINES:
+            raise VaezooError(
+                f"unknown score baseline '{self.score_baseline}'; choose from {', '.join(SCORE_BASELINES)}"
+            )
 
     def _check_two_batch(self) -> None:
         if self.two_batch:
@@ -391,9 +398,11 @@ def measure_pool(
         (lambda i=i: sampler.batch(1, K, "pool", i), lambda i=i: sampler.noise(K, 1, K, "pool", i)) for i in range(N)
     ]
     res = PoolResult(bound=bound, estimator=estimator, K=K)
-    res.info = {"N": N, "groups": G, "chunk": chunk, "method": cfg.method}
+    res.info = {"N": N, "groups": G, "chunk": chunk, "method": cfg.method, **_baseline_info(engine)}
     if cfg.method == "hooks":  # a group is a batch: its sum and its examples' squared norms, nothing per example
-        moments = GradientMoments(engine.module.model, engine.cfg, min(CHUNK_BYTES, cfg.chunk_mb * 2**20))
+        moments = GradientMoments(
+            engine.module.model, engine.cfg, min(CHUNK_BYTES, cfg.chunk_mb * 2**20), baseline=engine.baseline
+        )
         for grp in range(G):
             part = draws[grp * size : (grp + 1) * size]
             x = torch.cat([mx() for mx, _ in part]).to(device)
@@ -455,6 +464,35 @@ def select_data(cfg: GradVarConfig, data: torch.Tensor, binarize: str) -> tuple[
     return data, binarize
 
 
+class _Engines:
+    """DrawGradients per (bound, estimator, K); the score estimator's baseline is computed once per (bound, K)
+    (the ELBO's signal is per sample, IWAE's is the K-sample bound) from warm-up draws of their own stream."""
+
+    def __init__(self, model, sampler: DrawSampler, cfg: GradVarConfig, device) -> None:
+        self.model, self.sampler, self.cfg, self.device = model, sampler, cfg, device
+        self.baselines: dict[tuple[str, int], float] = {}
+
+    def __call__(self, bound: str, estimator: str, K: int) -> DrawGradients:
+        ocfg = ObjectiveConfig(bound=bound, estimator=estimator, k=K, kl=self.cfg.kl)
+        baseline = None
+        if estimator == "score" and self.cfg.score_baseline == "trained":
+            if (bound, K) not in self.baselines:
+                s = self.sampler
+                self.baselines[(bound, K)] = settled_baseline(
+                    self.model, ocfg, lambda B, i: s.batch(B, "baseline", i), lambda k, B, i: s.noise(k, B, "baseline", i),
+                    self.device,
+                )
+            baseline = self.baselines[(bound, K)]
+        return DrawGradients(self.model, ocfg, baseline)
+
+
+def _baseline_info(engine: DrawGradients) -> dict:
+    """What a score estimator's figures were measured with (nothing for the other estimators)."""
+    if engine.cfg.estimator != "score":
+        return {}
+    return {"score_baseline": "none" if engine.baseline is None else round(engine.baseline, 4)}
+
+
 def run_study(model, data: torch.Tensor, binarize: str, cfg: GradVarConfig, device, progress: bool = True) -> Study:
     """Measure every cell of the grid and every pool on a model at its current parameters."""
     data, binarize = select_data(cfg, data, binarize)
@@ -466,18 +504,18 @@ def run_study(model, data: torch.Tensor, binarize: str, cfg: GradVarConfig, devi
     bar = progress_bar(progress, len(cells) + len(pools), unit="cell", desc="gradvar")
     cell_results, pool_results = [], []
     sizes: dict[str, int] = {}
+    engines = _Engines(model, sampler, cfg, device)
     try:
         for cell in cells:
             bar.set_postfix_str(cell.label)
-            engine = DrawGradients(
-                model, ObjectiveConfig(bound=cell.bound, estimator=cell.estimator, k=cell.K, kl=cfg.kl)
-            )
+            engine = engines(cell.bound, cell.estimator, cell.K)
             sizes = engine.sizes
             cell_results.append(measure_cell(engine, sampler, cell, cfg, device))
+            cell_results[-1].info.update(_baseline_info(engine))
             bar.update(1)
         for bound, est in pools:
             bar.set_postfix_str(f"{bound}.{est}.pool")
-            engine = DrawGradients(model, ObjectiveConfig(bound=bound, estimator=est, k=cfg.k_base, kl=cfg.kl))
+            engine = engines(bound, est, cfg.k_base)
             pool_results.append(measure_pool(engine, sampler, bound, est, cfg.k_base, cfg, device))
             bar.update(1)
     finally:

@@ -112,12 +112,15 @@ class GradientMoments:
     of one vmapped chunk (fallback); a bound that cannot hold one example is refused. ``hooks=False`` sends
     every parameter through the fallback (the torch.func path alone)."""
 
-    def __init__(self, model: nn.Module, cfg: ObjectiveConfig, chunk_bytes: int = CHUNK_BYTES, hooks: bool = True):
+    def __init__(self, model: nn.Module, cfg: ObjectiveConfig, chunk_bytes: int = CHUNK_BYTES, hooks: bool = True,
+                 baseline: float | None = None):
         if chunk_bytes < 1:
             raise VaezooError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
-        cfg = dataclasses.replace(cfg, baseline_decay=0.0)  # a baseline would make g_i depend on the past
+        cfg = dataclasses.replace(cfg, baseline_decay=0.0)  # a moving baseline would make g_i depend on the past
         objective = Objective(cfg)
         objective.check_model(model)
+        if baseline is not None:  # the score estimator's baseline, held fixed (vaezoo.gradnoise.baseline)
+            objective.estimator.baseline = baseline
         self.cfg, self.chunk_bytes = cfg, chunk_bytes
         self.module = Surrogate(model, objective)
         self.params = dict(self.module.named_parameters())

@@ -2,8 +2,9 @@
 
 A draw is a minibatch x [B, *shape] with its latent noise eps [K, B, d]; a per-example gradient is a draw
 with B = 1. What is differentiated is the estimator's surrogate averaged over the draw's batch (that is,
--loss), so each gradient is the estimator's gradient of the bound. The estimator must hold no state
-(the score baseline off: baseline_decay = 0), which makes every draw a pure function of (params, x, eps).
+-loss), so each gradient is the estimator's gradient of the bound. The estimator must hold no state that
+changes between draws (the score baseline is not updated: baseline_decay = 0; it may be held at a fixed
+value), which makes every draw a pure function of (params, x, eps).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ def network_of(name: str) -> str:
 class DrawGradients:
     """Flat gradients per network for a stack of draws: x [n, B, *shape], eps [n, K, B, d] -> {net: [n, P_net]}."""
 
-    def __init__(self, model: nn.Module, cfg: ObjectiveConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: ObjectiveConfig, baseline: float | None = None) -> None:
         cfg = dataclasses.replace(cfg, baseline_decay=0.0)
         objective = Objective(cfg)
         objective.check_model(model)
-        self.cfg = cfg
+        if baseline is not None:  # the score estimator's baseline, held fixed (vaezoo.gradnoise.baseline)
+            objective.estimator.baseline = baseline
+        self.cfg, self.baseline = cfg, baseline
         self.module = Surrogate(model, objective)
         self.params = {n: p.detach() for n, p in self.module.named_parameters()}
         self.buffers = dict(self.module.named_buffers())

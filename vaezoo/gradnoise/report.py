@@ -14,6 +14,7 @@ from pathlib import Path
 from vaezoo.core.configs import to_dict
 from vaezoo.core.io import atomic_write_bytes, atomic_write_text
 from vaezoo.gradnoise.analysis import Analysis, k_sweep_batch, split_at, sweep
+from vaezoo.gradnoise.baseline import WARMUP_BATCH, WARMUP_DRAWS
 from vaezoo.gradnoise.measure import MODEL, Study
 from vaezoo.gradnoise.pergrad import NETWORKS
 
@@ -144,6 +145,25 @@ def _ci(f: dict) -> str:
     return f"{_fmt(f['value'])} [{_fmt(f['lo'])}, {_fmt(f['hi'])}]"
 
 
+def _apart(*values: float | None, digits: int = 3, most: int = 6) -> list[str]:
+    """The values formatted with the fewest significant digits (from ``digits``) that keep distinct values
+    distinct: a slope interval [-1.03, -1.003] beside an expected -1 must not print as [-1.03, -1]."""
+    distinct = {v for v in values if v is not None and math.isfinite(v)}
+    for d in range(digits, most + 1):
+        out = [_fmt(v, d) for v in values]
+        if len({_fmt(v, d) for v in distinct}) == len(distinct):
+            return out
+    return out
+
+
+def _slope_ci(f: dict, expected: float | str | None) -> str:
+    """A fitted slope and its interval, with enough digits to see where they sit against ``expected`` (a
+    number; a worded expectation is not compared)."""
+    ref = float(expected) if isinstance(expected, (int, float)) else None
+    value, lo, hi, *_ = _apart(f["value"], f["lo"], f["hi"], ref)
+    return f"{value} [{lo}, {hi}]"
+
+
 def headline(study: Study, analysis: Analysis) -> dict:
     """The figures a note quotes: variance-vs-B slope, the split at B = 64 (or nearest) and K = min K,
     B_simple both ways, and the IWAE encoder/decoder (and DReG encoder) SNR slopes vs K."""
@@ -181,13 +201,26 @@ def headline(study: Study, analysis: Analysis) -> dict:
     return out
 
 
+def _score_baseline_lines(study: Study) -> list[str]:
+    """Which baseline the score estimator's figures carry: what training uses, or none (labelled either way)."""
+    values = sorted({str(c.info["score_baseline"]) for c in study.cells if "score_baseline" in c.info})
+    if not values:
+        return []
+    if study.cfg.score_baseline == "none":
+        return ["- score estimator: no baseline (--score-baseline none; training subtracts one, so its variance is lower)"]
+    return [
+        f"- score estimator: the baseline training uses, held at its settled value (the mean learning signal over "
+        f"{WARMUP_DRAWS} x {WARMUP_BATCH} warm-up draws): {', '.join(values)} nats"
+    ]
+
+
 def headline_lines(h: dict) -> list[str]:
     """The headline figures as markdown bullets (also what the command prints)."""
     lines = []
     if "variance_vs_B_slope" in h:
         v = h["variance_vs_B_slope"]
         lines.append(
-            f"- variance vs B slope ({h['base']}, whole model, K={v['K']}, B={v['xs']}): {_ci(v)} (expected -1)"
+            f"- variance vs B slope ({h['base']}, whole model, K={v['K']}, B={v['xs']}): {_slope_ci(v, -1.0)} (expected -1)"
         )
     if h.get("split", {}).get(MODEL):
         s = h["split"]
@@ -205,7 +238,10 @@ def headline_lines(h: dict) -> list[str]:
         if key in h:
             v = h[key]
             name = key.removesuffix("_snr_slope").replace("_", " ")
-            lines.append(f"- {name} SNR vs K slope (B={v['B']}, K={v['xs']}): {_ci(v)} (expected {v['expected']})")
+            lines.append(
+                f"- {name} SNR vs K slope (B={v['B']}, K={v['xs']}): {_slope_ci(v, v['expected'])} "
+                f"(expected {v['expected']})"
+            )
     return lines
 
 
@@ -226,6 +262,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict) -> str:
         f"- intervals: 95% bias-corrected percentile bootstrap, {cfg.bootstrap} replicates"
         if cfg.bootstrap
         else "- intervals: off",
+        *_score_baseline_lines(study),
         "",
     ]
     lines += ["## Headline", "", *headline_lines(h)]
@@ -241,7 +278,7 @@ def markdown(study: Study, analysis: Analysis, meta: dict, h: dict) -> str:
         agree = {True: "yes", False: "no", None: ""}[f.agrees]
         lines.append(
             f"| {f.name} | {f.bound} | {f.estimator} | {f.network} | {f.axis}={f.xs} | "
-            f"{_fmt(f.slope)} [{_fmt(f.lo)}, {_fmt(f.hi)}] | {exp} | {agree} |"
+            f"{_slope_ci({'value': f.slope, 'lo': f.lo, 'hi': f.hi}, f.expected)} | {exp} | {agree} |"
         )
     if cfg.split:
         lines += [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from vaezoo.core.configs import config_hash, from_dict, to_dict
+from vaezoo.core.configs import check_types, config_hash, from_dict, to_dict
 from vaezoo.core.errors import VaezooError
 from vaezoo.data import DataConfig
 from vaezoo.models import ModelConfig, model_spec
@@ -19,6 +19,10 @@ from vaezoo.tracking.provenance import DEVICES
 # The reference VAE of ``make bench`` and the gradient-variance study: Bernoulli-logit MLP, 784-512-256 ReLU ->
 # 32-d Gaussian latent, mirror decoder, Adam 1e-3, batch 128, one z sample, closed-form KL (the model of
 # shared/ANCHORS.md), as the user-level dict that resolve_config completes.
+# Measurement studies (vaezoo.gradnoise) may use the pair; training refuses it unless allowed explicitly.
+STL_IWAE = ("STL on the IWAE bound is a biased gradient estimator (Tucker et al. 2019: its expectation is not the "
+            "bound's gradient for K > 1)")
+
 REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000}
 
 
@@ -54,6 +58,7 @@ class TrainConfig:
     eval_k: int = 64
     checkpoint_every: int = 500
     log_every: int = 50
+    allow_stl_iwae: bool = False  # train with STL on the IWAE bound although its gradient is biased
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every", "eval_k"):
@@ -61,6 +66,16 @@ class TrainConfig:
                 raise VaezooError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.device not in DEVICES:
             raise VaezooError(f"unknown device '{self.device}'; choose from {', '.join(DEVICES)}")
+        if self._stl_iwae and not self.allow_stl_iwae:
+            raise VaezooError(f"{STL_IWAE}; train with --estimator dreg (or reparam), or pass --allow-stl-iwae to use it anyway")
+
+    @property
+    def _stl_iwae(self) -> bool:
+        return self.objective.bound == "iwae" and self.objective.estimator == "stl"
+
+    def warnings(self) -> dict[str, str]:
+        """Run tags for what was allowed although it is known to be wrong (the run records them; train says them)."""
+        return {"vaezoo.warning.stl_iwae": STL_IWAE + " (allowed by --allow-stl-iwae)"} if self._stl_iwae else {}
 
     @property
     def hash(self) -> str:
@@ -74,6 +89,7 @@ def resolve_for_dataset(user: dict) -> TrainConfig:
     """``resolve_config`` with the input shape of the dataset ``user`` names (DataConfig's by default)."""
     from vaezoo.data import DATASET_SHAPES
 
+    check_types(TrainConfig, user)  # 'data' a mapping, its name a string, before they are read here
     name = user.get("data", {}).get("name", DataConfig.name)
     if name not in DATASET_SHAPES:
         raise VaezooError(f"unknown dataset '{name}'; choose from {', '.join(DATASET_SHAPES)}")
@@ -83,6 +99,7 @@ def resolve_for_dataset(user: dict) -> TrainConfig:
 def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> TrainConfig:
     """Merge the model variant's objective defaults under the user's values, and fill the data-
     dependent fields (input shape, binarisation for the likelihood)."""
+    check_types(TrainConfig, user)  # every key and type as TrainConfig has it, before the merge reads them
     user = {k: dict(v) if isinstance(v, dict) else v for k, v in user.items()}
     model = user.setdefault("model", {})
     spec = model_spec(model.get("name", ModelConfig.name))
@@ -96,9 +113,17 @@ def resolve_config(user: dict, input_shape: tuple[int, ...] | None = None) -> Tr
     return cfg
 
 
-def epochs_to_steps(epochs: int, n_train: int, batch_size: int) -> int:
+def check_epochs(epochs: int) -> None:
     if epochs <= 0:
         raise VaezooError(f"epochs must be > 0, got {epochs}")
+
+
+def check_batch_fits(batch_size: int, n_train: int, dataset: str) -> None:
     if batch_size > n_train:
-        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples")
+        raise VaezooError(f"batch size {batch_size} exceeds the {n_train} training examples of '{dataset}'")
+
+
+def epochs_to_steps(epochs: int, n_train: int, batch_size: int, dataset: str) -> int:
+    check_epochs(epochs)
+    check_batch_fits(batch_size, n_train, dataset)
     return epochs * (n_train // batch_size)

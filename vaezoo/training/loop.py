@@ -5,7 +5,9 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,13 +17,14 @@ from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
 from vaezoo.core.io import make_dir
 from vaezoo.core.progress import bar as progress_bar
-from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
+from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset, train_size
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
 from vaezoo.tracking import journal, ui
 from vaezoo.tracking.provenance import git_state, provenance, resolve_device, set_determinism
-from vaezoo.training.config import TrainConfig
-from vaezoo.training.evaluate import bounds_on_test_set
+from vaezoo.training.config import TrainConfig, check_batch_fits
+from vaezoo.training.evaluate import bounds_on_test_set, eval_rows
+from vaezoo.training.footprint import Footprint, check_fits
 from vaezoo.training.rundir import RunDir, load_checkpoint, save_checkpoint
 from vaezoo.training.samples import write_sample_grids
 
@@ -82,16 +85,24 @@ def _restore(ckpt: dict, model, optimizer, objective) -> int:
 def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None,
                     fallback: str | None = None):
     """The run's tracker (the same MLflow run on resume; a new one, with the params and the metrics so far,
-    for a run that has none in the store); then the run folder, config.json and run.json."""
-    params = tracking.training_params(cfg_dict, cfg_hash)
+    for a run that has none in the store); config.json and run.json written beside it."""
     tags = {**tags, "run_dir": str(rd.path.resolve())}
-    tracker = tracking.start_training(track, rd.path, rd.path.name, params, tags, uri, fallback)
-    make_dir(rd.path, "run directory")  # after the tracker: a store that fails leaves no empty folder
+    tracker = tracking.start_training(track, rd.path, rd.path.name, tracking.training_params(cfg_dict, cfg_hash), tags,
+                                      uri, fallback)
     if not resume or not rd.read_run():
         save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
     tracker.set_tags(tags)
     save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
     return tracker
+
+
+def _said_warnings(cfg: TrainConfig) -> dict:
+    """What the config allowed although it is known to be wrong: said on stderr, returned as run tags (so run.json
+    and the MLflow run keep it)."""
+    warned = cfg.warnings()
+    for text in warned.values():
+        print(f"warning: {text}", file=sys.stderr)
+    return warned
 
 
 class TermWindow:
@@ -108,8 +119,9 @@ class TermWindow:
         self.names = ["bound", "loss", *out.terms]
         self.pending.append(torch.stack([out.bound.detach(), out.loss.detach(), *out.terms.values()]).float())
 
-    def check(self, done: int, last_good: int, where: Path) -> None:
-        """Move the pending terms to the host; a NaN or inf stops training, naming its term and step."""
+    def check(self, done: int) -> None:
+        """Move the pending terms to the host; a NaN or inf stops training, naming its term and step (the caller
+        adds what the run keeps)."""
         values = torch.stack(self.pending).cpu()
         first = done - len(self.pending) + 1
         self.pending = []
@@ -117,8 +129,7 @@ class TermWindow:
         if not finite.all():
             row, col = map(int, (~finite).nonzero()[0])
             raise TrainingDiverged(
-                f"non-finite '{self.names[col]}' ({float(values[row, col])}) at step {first + row}; training stopped; "
-                f"the last good checkpoint (step {last_good}) is kept in '{where}'"
+                f"non-finite '{self.names[col]}' ({float(values[row, col])}) at step {first + row}; training stopped"
             )
         for name, column in zip(self.names, values.T.tolist()):
             self.values.setdefault(name, []).extend(column)
@@ -131,6 +142,49 @@ class TermWindow:
         return row
 
 
+@dataclass
+class Setup:
+    """What a run works with once its checks passed; ``checkpoint_step``: the step of the checkpoint on disk
+    (None while there is none)."""
+
+    device: torch.device
+    ds: Dataset
+    model: torch.nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    x_test: torch.Tensor
+    start: int
+    checkpoint_step: int | None
+
+
+def _check_before_loading(cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse what is known without the data: a batch larger than the training set, a step larger than the memory
+    the device has."""
+    check_batch_fits(cfg.batch_size, train_size(cfg.data), cfg.data.name)
+    footprint = Footprint.of(cfg.model)
+    need = footprint.training_bytes(cfg.batch_size, cfg.objective.k, eval_rows(cfg.eval_k, 0, device))
+    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)",
+               "lower the batch size, K or the model's sizes")
+
+
+def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup:
+    """Every check, then the data, model, objective and optimizer (restored on resume); nothing written yet."""
+    if resume:
+        ckpt = _checked_resume(rd, cfg_hash)
+    elif rd.path.exists() and any(rd.path.iterdir()):
+        raise VaezooError(f"run directory '{rd.path}' already exists; pass --resume to continue it, or choose another")
+    else:
+        ckpt = None
+    device = resolve_device(cfg.device)
+    _check_before_loading(cfg, device)
+    set_determinism(cfg.deterministic)
+    ds = load_dataset(cfg.data)
+    model, objective, optimizer = build(cfg, ds, device)
+    x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
+    start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
+    return Setup(device, ds, model, objective, optimizer, x_test, start, start if ckpt is not None else None)
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -141,52 +195,72 @@ def train(
     tracking_fallback: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input."""
+    """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input, before any work and
+    before the run folder is made; a fresh start that fails before its first checkpoint removes what it wrote."""
     rd = RunDir(Path(run_dir))
     cfg_dict = cfg.to_dict()
     cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
+    setup = _prepare(cfg, rd, resume, cfg_hash)
+    skip_through = 0
     if resume:
-        ckpt = _checked_resume(rd, cfg_hash)
-    elif rd.path.exists() and any(rd.path.iterdir()):
-        raise VaezooError(f"run directory '{rd.path}' already exists; pass --resume to continue it, or choose another")
-    else:
-        ckpt = None
+        rd.remove_stale_temp_files()  # left by a kill during a write; the checkpoint itself was checked above
+        skip_through = journal.rewind(rd.metrics, setup.start)  # keeps the lines MLflow may hold
+    made_folder = not rd.path.exists()
+    make_dir(rd.path, "run directory")
+    try:
+        tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg)}
+        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback)
+        last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
+    except BaseException as exc:
+        left = _what_failure_leaves(rd, setup, resume, made_folder)
+        if isinstance(exc, VaezooError):
+            raise type(exc)(f"{exc}; {left}") from None
+        raise
+    return _finish(rd, tracker, setup.model, setup.x_test, cfg, setup.device, last_eval)
 
-    set_determinism(cfg.deterministic)
-    device = resolve_device(cfg.device)
-    ds = load_dataset(cfg.data)
-    if cfg.batch_size > len(ds.train):
-        raise VaezooError(f"batch size {cfg.batch_size} exceeds the {len(ds.train)} training examples of '{ds.name}'")
-    model, objective, optimizer = build(cfg, ds, device)
-    x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
-    start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
-    skip_through = journal.rewind(rd.metrics, start) if resume else 0  # keeps the lines MLflow may hold
 
-    tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, provenance(device, cfg.seed), track, tracking_uri,
-                              tracking_fallback)
-    ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
+def _what_failure_leaves(rd: RunDir, setup: Setup, resume: bool, made_folder: bool) -> str:
+    """Keep a run that has a checkpoint; a fresh start without one wrote nothing worth keeping, so its files go.
+    Returns what is true afterwards, for the error message."""
+    if setup.checkpoint_step is not None:
+        return f"the last good checkpoint (step {setup.checkpoint_step}) is kept in '{rd.path}'"
+    if resume:
+        return f"'{rd.path}' has no checkpoint yet, so a resume starts again from step 0"
+    rd.remove_outputs(made_folder)
+    where = f"the run folder '{rd.path}' was removed" if made_folder else f"the files it wrote in '{rd.path}' were removed"
+    return f"no checkpoint had been written, so {where}"
+
+
+def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: dict, cfg_hash: str, progress: bool,
+               skip_through: int = 0) -> dict:
+    """The steps from ``setup.start`` to the end, with logging, evaluation and checkpoints; returns the last
+    evaluation. The tracker is ended as FAILED if a step raises. Metrics of steps up to ``skip_through`` are
+    not written again (a resumed run keeps the lines MLflow may hold: ``vaezoo.tracking.journal``)."""
+    model, objective, optimizer, device, ds = setup.model, setup.objective, setup.optimizer, setup.device, setup.ds
 
     def checkpoint(step: int) -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "objective": objective.state_dict()}
         save_checkpoint(rd.checkpoint, {"step": step, "config": cfg_dict, "config_hash": cfg_hash, **state,
                                         "rng": {"torch": torch.get_rng_state()}})
+        setup.checkpoint_step = step
 
     data_gen = torch.Generator()
     noise_gen = torch.Generator(device=device)
-    bar = progress_bar(progress, cfg.steps, start, unit="step")
+    bar = progress_bar(progress, cfg.steps, setup.start, unit="step")
     terms = TermWindow()
-    t0 = time.perf_counter()
-    last_good = start
     last_eval: dict = {}
     metrics_fh = journal.MetricsLog(rd.metrics, skip_through)
     status = "FAILED"
     try:
+        ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
+        t0 = time.perf_counter()
         model.train()
-        for step in range(start, cfg.steps):
+        for step in range(setup.start, cfg.steps):
             idx = batch_indices(len(ds.train), cfg.batch_size, step, cfg.seed)
             data_gen.manual_seed(step_seed(cfg.seed, step, 1))
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
             out = objective(model, x, noise_gen)
             terms.add(out)
             optimizer.zero_grad(set_to_none=True)
@@ -197,20 +271,19 @@ def train(
                 done == cfg.steps or done % every == 0 for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
             )
             if due_log or due_eval or due_checkpoint:
-                terms.check(done, last_good, rd.path)
+                terms.check(done)
             if due_log:
                 row = terms.log_row(cfg.batch_size, time.perf_counter() - t0)
                 _emit(metrics_fh, tracker, done, row)
                 t0 = time.perf_counter()
                 bar.set_postfix(bound=f"{row['train_bound']:.2f}")
             if due_eval:
-                last_eval = evaluate_during_training(model, x_test, cfg, device)
+                last_eval = evaluate_during_training(model, setup.x_test, cfg, device)
                 _emit(metrics_fh, tracker, done, last_eval)
                 t0 = time.perf_counter()
             if due_checkpoint:
                 metrics_fh.flush()
                 checkpoint(done)
-                last_good = done
             bar.update(1)
         status = "FINISHED"
     finally:
@@ -219,7 +292,7 @@ def train(
         tracker.flush()
         if status == "FAILED":
             tracker.end("FAILED")
-    return _finish(rd, tracker, model, x_test, cfg, device, last_eval)
+    return last_eval
 
 
 def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_eval: dict) -> dict:
@@ -230,6 +303,7 @@ def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_e
     for path in (rd.config, rd.metrics, rd.final, rd.run, *grids):
         tracker.log_artifact(path)
     tracker.log_artifact(rd.checkpoint, "checkpoint")
+    rd.remove_stale_temp_files()  # a finished run leaves only its files, whatever killed writes came before
     tracker.end("FINISHED")
     return final
 

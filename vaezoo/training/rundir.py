@@ -24,7 +24,7 @@ import torch
 
 from vaezoo.core.configs import Recorded, load_recorded, read_json_object
 from vaezoo.core.errors import VaezooError
-from vaezoo.core.io import atomic_write
+from vaezoo.core.io import atomic_write, stale_temp_files
 from vaezoo.models import build_model
 from vaezoo.tracking.provenance import resolve_device
 from vaezoo.training.config import TrainConfig
@@ -72,6 +72,29 @@ class RunDir:
     @property
     def run(self) -> Path:
         return self.path / "run.json"
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """Every file a run writes here (``samples*.png`` by vaezoo.training.samples, eval.json by ``vaezoo eval``)."""
+        names = ("samples.png", "samples-recon.png", "eval.json", "mlflow-sync.json")  # the last: vaezoo.tracking.journal
+        return (self.config, self.checkpoint, self.metrics, self.final, self.run, *(self.path / n for n in names))
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the temp files that interrupted atomic writes of this run's files left (a kill during a
+        checkpoint write leaves ``.checkpoint.pt.XXXXXXXX.tmp``); nothing else is touched. Returns them."""
+        stale = [tmp for out in self.outputs for tmp in stale_temp_files(out)]
+        for tmp in stale:
+            tmp.unlink(missing_ok=True)
+        return stale
+
+    def remove_outputs(self, made_folder: bool) -> None:
+        """Undo a start that wrote nothing worth keeping: this run's files, then the folder if this start made it
+        and nothing else is in it."""
+        self.remove_stale_temp_files()
+        for out in self.outputs:
+            out.unlink(missing_ok=True)
+        if made_folder and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def read_config(self) -> TrainConfig:
         return self.read_config_record().cfg
