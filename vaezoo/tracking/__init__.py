@@ -6,7 +6,7 @@ records (``provenance``: git, versions, device, CPU, determinism).
 ``folder`` holds a training run's tracker. mlflow is imported lazily, inside functions, so ``--no-track``
 works without it installed."""
 
-from vaezoo.tracking.folder import FolderTracker, start_training
+from vaezoo.tracking.folder import FolderTracker, refuse_unreachable, start_training
 from vaezoo.tracking.runs import (
     EXPERIMENT,
     MlflowTracker,
@@ -18,5 +18,5 @@ from vaezoo.tracking.runs import (
     training_params,
 )
 
-__all__ = ["EXPERIMENT", "FolderTracker", "MlflowTracker", "NullTracker", "default_store", "flatten", "start",
-           "start_training", "tracking_uri", "training_params"]
+__all__ = ["EXPERIMENT", "FolderTracker", "MlflowTracker", "NullTracker", "default_store", "flatten",
+           "refuse_unreachable", "start", "start_training", "tracking_uri", "training_params"]

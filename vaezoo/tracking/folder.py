@@ -3,6 +3,7 @@ kept in step from a background thread (``vaezoo.tracking.journal``, ``vaezoo.tra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vaezoo.core.errors import VaezooError
@@ -38,7 +39,7 @@ class FolderTracker(MlflowTracker):
             super().__init__(uri, run_name, run_id=None, experiment=EXPERIMENT, create=False)
         except Unreachable as exc:
             if fallback != "local":
-                raise VaezooError(f"{exc}, or --tracking-fallback local (log to the run folder, `vaezoo sync` later)") from None
+                raise _refusal(exc) from None
             warn(f"{exc.what}: logging to '{self.folder}' only; "
                  f"`vaezoo sync {self.folder}` sends the run when the server answers")
         if self.client is not None:
@@ -87,6 +88,23 @@ class FolderTracker(MlflowTracker):
             self.replica.state.save(self.folder)
             return
         self.replica.finish(status)
+
+
+def _refusal(exc: Exception) -> VaezooError:
+    return VaezooError(f"{exc}, or --tracking-fallback local (log to the run folder, `vaezoo sync` later)")
+
+
+def refuse_unreachable(uri: str | None, fallback: str | None = None) -> None:
+    """Before any work (data, model): an unreachable http(s) server, given or in $MLFLOW_TRACKING_URI, is one
+    error, unless the fallback is local. The tracker probes again when it starts."""
+    from vaezoo.tracking.store import Unreachable, probe
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and fallback != "local":
+        try:
+            probe(uri)
+        except Unreachable as exc:
+            raise _refusal(exc) from None
 
 
 def start_training(enabled: bool, folder: str | Path, run_name: str, params: dict, tags: dict,

@@ -200,6 +200,8 @@ def train(
     rd = RunDir(Path(run_dir))
     cfg_dict = cfg.to_dict()
     cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
+    if track:  # before any work: an unreachable tracking server is refused in seconds
+        tracking.refuse_unreachable(tracking_uri, tracking_fallback)
     setup = _prepare(cfg, rd, resume, cfg_hash)
     skip_through = 0
     if resume:
