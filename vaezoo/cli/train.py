@@ -85,8 +85,12 @@ TRAIN_OPTIONS = {
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where the run goes. [runs/<model>-<hash>]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--tracking-fallback", type=click.Choice(["error", "local"]), default="error", show_default=True,
+              help="An unreachable tracking server: stop with an error, or log to the run folder only (a warning) "
+                   "and send it later with `vaezoo sync RUN`.")
 @tracking_options
-def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
+def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, tracking_fallback, no_track, tracking_uri,
+          **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
     from vaezoo.core.configs import apply_sets, diff, merge, read_json_object, set_path, to_dict
     from vaezoo.training import RunDir
@@ -116,7 +120,8 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
         cfg.steps = epochs_to_steps(epochs, train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     final = run_training(
-        cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
+        cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
+        tracking_fallback=tracking_fallback, progress=not no_progress,
     )
     click.echo(json.dumps(final, indent=2))
     click.echo(f"run directory: {target}")
@@ -187,4 +192,24 @@ def sample(run, n, out, seed) -> None:
     click.echo("written: " + ", ".join(map(str, paths)))
 
 
-COMMANDS = (train, evaluate_cmd, sample)
+@click.command("sync")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--tracking-uri", default=None,
+              help="Store to sync to. [the run's own, else $MLFLOW_TRACKING_URI, else sqlite in ./mlruns]")
+@click.option("--force", is_flag=True, help="Sync a run owned by a process on another host (that process is gone).")
+def sync_cmd(run, tracking_uri, force) -> None:
+    """Send MLflow what RUN's folder holds and MLflow lacks (metrics, artifacts, the run's end); a run whose
+    process is gone is marked KILLED (FINISHED if it finished). Safe to repeat: nothing is sent twice."""
+    from vaezoo.tracking.sync import sync_run
+
+    r = sync_run(run, tracking_uri, force=force)
+    if r["live"]:
+        click.echo(f"{run}: being trained by {r['owner']}, which sends its own metrics; nothing to do")
+        return
+    made = " (made now)" if r["created"] else ""
+    end = f", marked {r['status']}" if r["status"] else ""
+    click.echo(f"{run}: MLflow run {r['run_id']}{made} at {r['uri']}: {r['lines_sent']} metric lines sent, "
+               f"{r['lines']} in all{end}")
+
+
+COMMANDS = (train, evaluate_cmd, sample, sync_cmd)

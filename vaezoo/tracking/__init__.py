@@ -1,8 +1,22 @@
-"""Tracking: MLflow runs (``runs``), the model registry and ``vaezoo pull`` (``registry``), and the
-provenance every run records (``provenance``: git, versions, device, CPU, determinism).
+"""Tracking: MLflow runs (``runs``), a run folder's metrics journal and its MLflow replica (``journal``,
+``sync``: nothing lost to a kill or a server that goes away), opening a store (``store``), a run's owning
+process (``liveness``), the model registry and ``vaezoo pull`` (``registry``), and the provenance every run
+records (``provenance``: git, versions, device, CPU, determinism).
 
-Only ``runs`` and ``registry`` import mlflow, lazily, so ``--no-track`` works without it installed."""
+``folder`` holds a training run's tracker. mlflow is imported lazily, inside functions, so ``--no-track``
+works without it installed."""
 
-from vaezoo.tracking.runs import EXPERIMENT, MlflowTracker, NullTracker, default_store, flatten, start, tracking_uri
+from vaezoo.tracking.folder import FolderTracker, refuse_unreachable, start_training
+from vaezoo.tracking.runs import (
+    EXPERIMENT,
+    MlflowTracker,
+    NullTracker,
+    default_store,
+    flatten,
+    start,
+    tracking_uri,
+    training_params,
+)
 
-__all__ = ["EXPERIMENT", "MlflowTracker", "NullTracker", "default_store", "flatten", "start", "tracking_uri"]
+__all__ = ["EXPERIMENT", "FolderTracker", "MlflowTracker", "NullTracker", "default_store", "flatten",
+           "refuse_unreachable", "start", "start_training", "tracking_uri", "training_params"]

@@ -18,11 +18,13 @@ from vaezoo.tracking.runs import MlflowTracker, tracking_uri
 
 def _registry_client(uri: str | None):
     try:
-        from mlflow.tracking import MlflowClient
+        import mlflow  # noqa: F401
     except ImportError as exc:
         raise VaezooError("the MLflow model registry needs mlflow: `pip install mlflow` (or vaezoo[track])") from exc
+    from vaezoo.tracking.store import connect
+
     uri = tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
+    return connect(uri, registry=True), uri
 
 
 SHA256_TAG = "vaezoo.sha256"  # model-version tag: sha256 of the registered .onnx file, checked by `vaezoo pull`

@@ -43,11 +43,10 @@ class RunView:
 
 
 def _client(uri: str | None):
-    from mlflow.tracking import MlflowClient
-
     from vaezoo.tracking.runs import tracking_uri
+    from vaezoo.tracking.store import connect
 
-    return MlflowClient(tracking_uri(uri))
+    return connect(tracking_uri(uri))
 
 
 def _kind(run) -> str:

@@ -1,7 +1,7 @@
 """MLflow runs: a tracker that logs params, metrics, tags and artifacts, or does nothing when tracking is off.
 
-mlflow is imported lazily (here and in ``vaezoo.tracking.registry``, the only two modules that import it), so
-``--no-track`` works without it installed.
+mlflow is imported lazily (inside the functions of ``vaezoo.tracking`` that need it), so ``--no-track`` works
+without it installed. A training run's tracker is a ``vaezoo.tracking.folder.FolderTracker``.
 
 Default store: one folder, ``./mlruns`` (or $VAEZOO_MLRUNS): the SQLite file ``mlruns/mlflow.db`` holds
 runs, params, metrics and tags; ``mlruns/artifacts/`` holds artifacts. ``MLFLOW_TRACKING_URI`` or
@@ -51,43 +51,32 @@ class NullTracker:
 class MlflowTracker:
     """One MLflow run. Metrics are buffered and sent with ``log_batch`` (one round-trip per flush)."""
 
-    def __init__(self, uri: str, run_name: str, run_id: str | None = None, experiment: str = EXPERIMENT) -> None:
+    def __init__(self, uri: str, run_name: str, run_id: str | None = None, experiment: str = EXPERIMENT,
+                 create: bool = True) -> None:
         try:
-            from mlflow.tracking import MlflowClient
-
             import mlflow  # noqa: F401
         except ImportError as exc:
             raise VaezooError(
                 "tracking is on but mlflow is not installed: `pip install mlflow` (or `pip install vaezoo[track]`), or pass --no-track"
             ) from exc
+        from vaezoo.tracking.store import open_store
+
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            loc = None
-            if uri.startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI"):
-                loc = (Path(uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
-            exp_id = self.client.create_experiment(experiment, artifact_location=loc)
-        else:
-            exp_id = exp.experiment_id
+        self.client, self.exp_id = open_store(uri, experiment)
+        self._buffer: list = []
+        if not create:
+            return
         if run_id is None:
-            run_id = self.client.create_run(exp_id, run_name=run_name).info.run_id
+            run_id = self.client.create_run(self.exp_id, run_name=run_name).info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
-        self._buffer: list = []
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+        log_params(self.client, self.run_id, params)
 
     def set_tags(self, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        set_tags(self.client, self.run_id, tags)
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -110,6 +99,25 @@ class MlflowTracker:
         self.client.set_terminated(self.run_id, status=status)
 
 
+def log_params(client, run_id: str, params: dict) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow's limit of params per log_batch
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
+def set_tags(client, run_id: str, tags: dict) -> None:
+    from mlflow.entities import RunTag
+
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def training_params(cfg: dict, cfg_hash: str) -> dict:
+    """A training run's MLflow params: its resolved config, flattened, and the config's hash."""
+    return {**flatten(cfg), "config_hash": cfg_hash}
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -126,3 +134,4 @@ def start(enabled: bool, run_name: str, uri: str | None = None, run_id: str | No
     if not enabled:
         return NullTracker()
     return MlflowTracker(tracking_uri(uri), run_name, run_id=run_id)
+

@@ -266,6 +266,10 @@ def evaluate_run(run, *, k=64, is_samples=5000, max_test=None, seed=0, device="c
         raise VaezooError(f"--max-test must be > 0, got {max_test}")
     _check_eval_fits(rd, k, is_samples, resolve_device(device))
     model, record = load_run(rd.path, device)
+    if track:  # a training run whose process is gone is synced and marked KILLED, not left RUNNING
+        from vaezoo.tracking.sync import touch
+
+        touch(rd.path)
     cfg, recorded_hash = record.cfg, record.hash  # the run's own hash, as its checkpoints carry it
     if samples:
         from vaezoo.sample_quality.classifier import entry_for

@@ -5,7 +5,6 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ import torch
 from vaezoo import tracking
 from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
-from vaezoo.core.io import atomic_write_text, make_dir
+from vaezoo.core.io import make_dir
 from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset, train_size
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
-from vaezoo.tracking import ui
+from vaezoo.tracking import journal, ui
 from vaezoo.tracking.provenance import git_state, provenance, resolve_device, set_determinism
 from vaezoo.training.config import TrainConfig, check_batch_fits
 from vaezoo.training.evaluate import bounds_on_test_set, eval_rows
@@ -83,22 +82,16 @@ def _restore(ckpt: dict, model, optimizer, objective) -> int:
     return int(ckpt["step"])
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines written after the checkpoint (they will be written again)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
-
-
-def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None):
-    """The run's tracker (the same MLflow run on resume); config.json and run.json written beside it."""
-    prior = rd.read_run()
-    tracker = tracking.start(track, rd.path.name, uri, run_id=prior.get("mlflow_run_id"))
-    if not resume or not prior:
+def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None,
+                    fallback: str | None = None):
+    """The run's tracker (the same MLflow run on resume; a new one, with the params and the metrics so far,
+    for a run that has none in the store); config.json and run.json written beside it."""
+    tags = {**tags, "run_dir": str(rd.path.resolve())}
+    tracker = tracking.start_training(track, rd.path, rd.path.name, tracking.training_params(cfg_dict, cfg_hash), tags,
+                                      uri, fallback)
+    if not resume or not rd.read_run():
         save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
-        tracker.log_params({**tracking.flatten(cfg_dict), "config_hash": cfg_hash})
-    tracker.set_tags({**tags, "run_dir": str(rd.path.resolve())})
+    tracker.set_tags(tags)
     save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
     return tracker
 
@@ -199,6 +192,7 @@ def train(
     resume: bool = False,
     track: bool = True,
     tracking_uri: str | None = None,
+    tracking_fallback: str | None = None,
     progress: bool = True,
 ) -> dict:
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input, before any work and
@@ -206,16 +200,19 @@ def train(
     rd = RunDir(Path(run_dir))
     cfg_dict = cfg.to_dict()
     cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
+    if track:  # before any work: an unreachable tracking server is refused in seconds
+        tracking.refuse_unreachable(tracking_uri, tracking_fallback)
     setup = _prepare(cfg, rd, resume, cfg_hash)
+    skip_through = 0
     if resume:
         rd.remove_stale_temp_files()  # left by a kill during a write; the checkpoint itself was checked above
-        _truncate_metrics(rd.metrics, setup.start)
+        skip_through = journal.rewind(rd.metrics, setup.start)  # keeps the lines MLflow may hold
     made_folder = not rd.path.exists()
     make_dir(rd.path, "run directory")
     try:
         tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg)}
-        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri)
-        last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress)
+        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback)
+        last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
     except BaseException as exc:
         left = _what_failure_leaves(rd, setup, resume, made_folder)
         if isinstance(exc, VaezooError):
@@ -236,9 +233,11 @@ def _what_failure_leaves(rd: RunDir, setup: Setup, resume: bool, made_folder: bo
     return f"no checkpoint had been written, so {where}"
 
 
-def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: dict, cfg_hash: str, progress: bool) -> dict:
+def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: dict, cfg_hash: str, progress: bool,
+               skip_through: int = 0) -> dict:
     """The steps from ``setup.start`` to the end, with logging, evaluation and checkpoints; returns the last
-    evaluation. The tracker is ended as FAILED if a step raises."""
+    evaluation. The tracker is ended as FAILED if a step raises. Metrics of steps up to ``skip_through`` are
+    not written again (a resumed run keeps the lines MLflow may hold: ``vaezoo.tracking.journal``)."""
     model, objective, optimizer, device, ds = setup.model, setup.objective, setup.optimizer, setup.device, setup.ds
 
     def checkpoint(step: int) -> None:
@@ -252,7 +251,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     bar = progress_bar(progress, cfg.steps, setup.start, unit="step")
     terms = TermWindow()
     last_eval: dict = {}
-    metrics_fh = open(rd.metrics, "a")
+    metrics_fh = journal.MetricsLog(rd.metrics, skip_through)
     status = "FAILED"
     try:
         ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
@@ -312,8 +311,8 @@ def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_e
 
 
 def _emit(fh, tracker, step: int, row: dict) -> None:
-    fh.write(json.dumps({"step": step, **row}) + "\n")
-    tracker.log_metrics(row, step)
+    if fh.write(step, row):
+        tracker.log_metrics(row, step)
 
 
 __all__ = ["train", "build", "step_seed", "evaluate_during_training"]

@@ -3,7 +3,8 @@
 Run directory:
   config.json      the resolved config and its sha256 ("config_hash")
   checkpoint.pt    the latest checkpoint (atomic; tensors and plain data only)
-  metrics.jsonl    one JSON line per log or eval event
+  metrics.jsonl    one JSON line per log or eval event (its step, timestamp and metrics): the source of truth
+  mlflow-sync.json how much of metrics.jsonl MLflow holds, and the process that owns the run (vaezoo.tracking.journal)
   final.json       the final metrics
   samples.png      64 prior samples; samples-recon.png: test images and their reconstructions
   run.json         provenance tags and the MLflow run id
@@ -75,7 +76,7 @@ class RunDir:
     @property
     def outputs(self) -> tuple[Path, ...]:
         """Every file a run writes here (``samples*.png`` by vaezoo.training.samples, eval.json by ``vaezoo eval``)."""
-        names = ("samples.png", "samples-recon.png", "eval.json")
+        names = ("samples.png", "samples-recon.png", "eval.json", "mlflow-sync.json")  # the last: vaezoo.tracking.journal
         return (self.config, self.checkpoint, self.metrics, self.final, self.run, *(self.path / n for n in names))
 
     def remove_stale_temp_files(self) -> list[Path]:
