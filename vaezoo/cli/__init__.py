@@ -11,6 +11,9 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     """The console script. In a runtime-only install (numpy + onnxruntime) click is absent: say what to
     install instead of a traceback; ``python -m vaezoo.runtime`` is that install's command line."""
+    from vaezoo.core.phases import mark
+
+    mark("main")
     try:
         import click  # noqa: F401
     except ImportError:

@@ -9,6 +9,7 @@ import click
 
 from vaezoo.cli.options import tracking_options
 from vaezoo.core.errors import VaezooError
+from vaezoo.core.phases import mark
 
 # option name -> config path
 TRAIN_OPTIONS = {
@@ -119,6 +120,7 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, tracking_
 
         cfg.steps = epochs_to_steps(epochs, train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
+    mark("parsed")
     final = run_training(
         cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
         tracking_fallback=tracking_fallback, progress=not no_progress,

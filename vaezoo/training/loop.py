@@ -16,6 +16,7 @@ from vaezoo import tracking
 from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
 from vaezoo.core.io import make_dir
+from vaezoo.core.phases import mark
 from vaezoo.core.progress import bar as progress_bar
 from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset, train_size
 from vaezoo.models import build_model
@@ -203,6 +204,7 @@ def train(
     if track:  # before any work: an unreachable tracking server is refused in seconds
         tracking.refuse_unreachable(tracking_uri, tracking_fallback)
     setup = _prepare(cfg, rd, resume, cfg_hash)
+    mark("prepared")
     skip_through = 0
     if resume:
         rd.remove_stale_temp_files()  # left by a kill during a write; the checkpoint itself was checked above
@@ -212,6 +214,7 @@ def train(
     try:
         tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg)}
         tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback)
+        mark("tracking")
         last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
     except BaseException as exc:
         left = _what_failure_leaves(rd, setup, resume, made_folder)
@@ -255,6 +258,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     status = "FAILED"
     try:
         ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
+        mark("steps_begin")
         t0 = time.perf_counter()
         model.train()
         for step in range(setup.start, cfg.steps):
@@ -280,13 +284,16 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
                 t0 = time.perf_counter()
                 bar.set_postfix(bound=f"{row['train_bound']:.2f}")
             if due_eval:
+                mark("periodic_eval_begin")
                 last_eval = evaluate_during_training(model, setup.x_test, cfg, device)
+                mark("periodic_eval_end")
                 _emit(metrics_fh, tracker, done, last_eval)
                 t0 = time.perf_counter()
             if due_checkpoint:
                 metrics_fh.flush()
                 checkpoint(done)
             bar.update(1)
+        mark("steps_end")
         status = "FINISHED"
     finally:
         bar.close()
@@ -299,7 +306,9 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
 
 def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_eval: dict) -> dict:
     """Final metrics, sample grids and artifacts of a finished run."""
+    mark("eval_begin")  # a run whose last step evaluated (the usual case) evaluates nothing more here
     final = {"step": cfg.steps, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
+    mark("eval_end")
     save_json(rd.final, final)
     grids = write_sample_grids(model.eval(), x_test, 64, rd.path / "samples.png", seed=cfg.seed)
     for path in (rd.config, rd.metrics, rd.final, rd.run, *grids):
@@ -307,6 +316,7 @@ def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_e
     tracker.log_artifact(rd.checkpoint, "checkpoint")
     rd.remove_stale_temp_files()  # a finished run leaves only its files, whatever killed writes came before
     tracker.end("FINISHED")
+    mark("finished")
     return final
 
 
