@@ -70,13 +70,16 @@ TRAIN_OPTIONS = {
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Where the run goes. [runs/<model>-<hash>]")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--no-progress", is_flag=True)
+@click.option("--ddp", is_flag=True, help="Data-parallel over the ranks torchrun starts (implied under torchrun); "
+              "--batch-size is the global batch, split evenly. Rank 0 alone writes.")
 @tracking_options
-def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track, tracking_uri, **options) -> None:
+def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, ddp, no_track, tracking_uri, **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
     from vaezoo.core.configs import apply_sets, diff, merge, read_json_object, set_path, to_dict
     from vaezoo.training import RunDir
     from vaezoo.training import train as run_training
     from vaezoo.training.config import check_epochs, epochs_to_steps, resolve_for_dataset
+    from vaezoo.training.distributed import job, launched
 
     if epochs is not None:
         check_epochs(epochs)  # before anything is read
@@ -98,11 +101,12 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, no_track,
     if epochs is not None:
         cfg.steps = epochs_to_steps(epochs, _train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
-    final = run_training(
-        cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri, progress=not no_progress
-    )
-    click.echo(json.dumps(final, indent=2))
-    click.echo(f"run directory: {target}")
+    with job(cfg.batch_size, cfg.device, enabled=ddp or launched()) as world:
+        final = run_training(cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
+                             progress=not no_progress, world=world)
+    if world is None or world.writes:
+        click.echo(json.dumps(final, indent=2))
+        click.echo(f"run directory: {target}")
 
 
 def _train_size(data) -> int:

@@ -88,6 +88,10 @@ class Objective:
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
+        # (index, count) of this process's equal share of a data-parallel global batch: the noise is drawn for
+        # the whole global batch and this share's rows kept, so a datapoint's noise does not depend on how many
+        # processes split the batch (vaezoo.training.distributed). (0, 1): one process, the plain draw.
+        self.shard: tuple[int, int] = (0, 1)
 
     def check_model(self, model) -> None:
         """Refuse a model/objective pair that makes no sense (e.g. an ELBO or DReG on an autoencoder)."""
@@ -103,7 +107,10 @@ class Objective:
             recon = model.log_likelihood(x, model.encode(x).mu)
             return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
         q = model.encode(x)
-        eps = torch.randn((self.cfg.k, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
+        index, count = self.shard
+        b = q.mu.shape[0]
+        eps = torch.randn((self.cfg.k, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
+                          dtype=q.mu.dtype)[:, index * b : (index + 1) * b]
         est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
         kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
         terms = {"kl": kl.mean().detach()}
