@@ -187,3 +187,70 @@ def test_a_lone_rank_world_trains_like_one_process(tmp_path):
     for name in a:
         assert torch.equal(a[name], b[name]), name
 
+
+
+def _agree_worker(rank: int, store: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from vaezoo.core.errors import VaezooError
+    from vaezoo.training.distributed import World
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    world = World(rank, 2)
+    said = {"both": world.agree(lambda: f"ready {rank}")}
+
+    def only_rank_one_fails():
+        if rank == 1:
+            raise VaezooError("no data here")
+        return "ready"
+
+    try:
+        world.agree(only_rank_one_fails)
+        said["one"] = "went on"
+    except VaezooError as exc:
+        said["one"] = str(exc)
+    dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps(said))
+
+
+def test_a_start_that_fails_on_one_rank_fails_on_every_rank(tmp_path):
+    """World.agree: a rank whose start-up checks fail stops every rank before rank 0 writes (instead of leaving the
+    others waiting in their first all-reduce), and the others say which rank failed and why."""
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_agree_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn")
+    said = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [s["both"] for s in said] == ["ready 0", "ready 1"]  # no failure: each rank's own result
+    assert said[0]["one"] == "rank 1 could not start: no data here"
+    assert said[1]["one"] == "no data here"  # the failing rank raises its own error
+
+
+POISON_RANK_ONE = """
+import os, sys
+import torch
+from vaezoo.objectives import objective as objective_module
+real_call, calls = objective_module.Objective.__call__, [0]
+def poisoned(self, model, x, generator=None):
+    out = real_call(self, model, x, generator)
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] == 8:  # rank 1's logged KL of step 8 only; rank 0's stays finite
+        out.terms["kl"] = torch.tensor(float("nan"))
+    return out
+objective_module.Objective.__call__ = poisoned
+from vaezoo.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_nan_on_one_rank_stops_every_rank_at_its_step(tmp_path):
+    (tmp_path / "poison.py").write_text(POISON_RANK_ONE)
+    run = tmp_path / "run"
+    proc = torchrun(["poison.py", "train", "--ddp", *SMALL, "--steps", "20", "--checkpoint-every", "5",
+                     "--eval-every", "20", "--no-track", "--run-dir", str(run)], tmp_path)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    # rank 0 saw it through the terms averaged over ranks, at the same step, and kept its last checkpoint
+    assert len(errors) == 2 and all("non-finite 'kl' (nan) at step 8" in e for e in errors), proc.stderr[-3000:]
+    assert sum("the last good checkpoint (step 5) is kept" in e for e in errors) == 1
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 5
