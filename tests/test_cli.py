@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -167,12 +168,17 @@ def test_a_config_file_that_is_not_a_json_object_is_one_clear_error(tmp_path, ca
         assert not (tmp_path / "run").exists()
 
 
-def test_eval_writes_json_with_every_metric(trained_run, tmp_path):
+def test_eval_writes_json_with_every_metric(trained_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["eval", str(trained_run), "-k", "16", "--is-samples", "200", "--max-test", "50", "--out", str(out), "--no-track"]) == 0
     report = json.loads(out.read_text())
-    for key in ("elbo", "iwae_k16", "ll_is", "ll_is_mc_se", "recon", "kl", "kl_per_unit", "active_units"):
+    for key in ("elbo", "iwae_k16", "ll_is", "ll_is_mc_se", "recon", "kl", "kl_per_unit", "active_units",
+                "ll_is_ci_low", "ll_is_ci_high", "ll_is_s10", "ll_is_s2", "ll_is_ess_median", "ll_is_ess_min",
+                "ll_is_ess_below", "borderline_units", "mi", "mi_n", "elbo_bits_per_dim"):
         assert key in report
+    printed = capsys.readouterr().out
+    assert "active units:" in printed and "I(x; z)" in printed and "bits per dimension" in printed
+    assert report["elbo_bits_per_dim"] == pytest.approx(-report["elbo"] / (64 * math.log(2)))
     assert len(report["kl_per_unit"]) == 4 and 0 <= report["active_units"] <= 4
     # the bounds are ordered: ELBO <= IWAE_16 <= IS estimate (S=200 >> 16), within Monte Carlo error
     assert report["elbo"] <= report["iwae_k16"] + 0.2 <= report["ll_is"] + 0.4

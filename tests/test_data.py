@@ -18,6 +18,7 @@ from vaezoo.data.datasets import (
     load_dataset,
     read_idx_images,
     stratified_split,
+    train_size,
 )
 
 
@@ -101,3 +102,14 @@ def test_batch_order_is_a_function_of_seed_and_step():
 def test_the_table_of_training_set_sizes_is_what_the_loaders_give(name):
     binarize = "none" if name == "linear-gaussian" else "dynamic"
     assert len(load_dataset(DataConfig(name=name, binarize=binarize)).train) == TRAIN_SIZES[name]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_mnist_training_size_comes_from_the_idx_header_without_reading_the_pixels(tmp_path, monkeypatch, gz):
+    suffix = ".gz" if gz else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", np.zeros((7, 28, 28)), gz)
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", np.zeros((2, 28, 28)), gz)
+    cfg = DataConfig("mnist", binarize="none", data_dir=str(tmp_path))
+    assert len(load_dataset(cfg).train) == 7
+    monkeypatch.setattr("vaezoo.data.datasets.read_idx_images", lambda path: pytest.fail("the pixels were read"))
+    assert train_size(cfg) == 7

@@ -61,7 +61,8 @@ def tiny_run(tmp_path_factory):
 def test_an_evaluation_larger_than_memory_is_refused_before_loading(tiny_run):
     before = sorted(p.name for p in tiny_run.iterdir())
     proc = vaezoo_command("eval", str(tiny_run), "-k", "100000000", "--max-test", "10", "--no-track")
-    assert_one_error_line(proc, "evaluating with K 100000000 (100000000 decoder rows at once) needs about", "GiB")
+    assert_one_error_line(proc, "evaluating with K 100000000 (100,000,000 decoder rows at once) needs about", "GiB",
+                          "; lower -k")
     assert sorted(p.name for p in tiny_run.iterdir()) == before  # no eval.json
 
 
@@ -89,7 +90,24 @@ def test_what_is_knowable_without_the_data_is_refused_before_loading_it(tmp_path
     run = tmp_path / "run"
     assert_one_error_line(vaezoo_command("train", *args, "--no-track", "--run-dir", str(run), env=env), message)
     assert not run.exists()
-    # control: a start that passes those checks does reach the blocked loader
+
+
+def test_the_blocked_loader_is_reached_by_a_start_that_passes_those_checks(tmp_path):
+    """The control of the test above: in that environment, a start that loads the data fails on the block."""
+    env = blocking_env(tmp_path, "mlxtend", "sklearn")
+    run = tmp_path / "run"
     proc = vaezoo_command("train", "--steps", "1", "--no-track", "--run-dir", str(run), env=env)
     assert proc.returncode != 0 and "mlxtend is not installed here" in proc.stderr
+    assert not run.exists()
+
+
+def test_a_batch_larger_than_the_mnist_files_hold_is_refused_from_their_header(tmp_path):
+    import struct
+
+    for name, n in (("train-images-idx3-ubyte", 7), ("t10k-images-idx3-ubyte", 2)):
+        (tmp_path / name).write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + bytes(n * 784))
+    run = tmp_path / "run"
+    proc = vaezoo_command("train", "--dataset", "mnist", "--data-dir", str(tmp_path), "--batch-size", "8", "--no-track",
+                          "--run-dir", str(run))
+    assert_one_error_line(proc, "batch size 8 exceeds the 7 training examples of 'mnist'")
     assert not run.exists()

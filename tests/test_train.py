@@ -239,7 +239,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_a_temp_file_that_the_resume_rem
     from helpers import vaezoo_command
 
     cfg_file = tmp_path / "cfg.json"
-    cfg_file.write_text(json.dumps(small(steps=60, checkpoint_every=20, eval_every=60).to_dict()))
+    cfg_file.write_text(json.dumps(small(steps=30, checkpoint_every=10, eval_every=30).to_dict()))
     run = tmp_path / "killed"
     argv = ["train", "--config", str(cfg_file), "--run-dir", str(run), "--no-track", "--no-progress"]
     # The child dies inside the write of its second checkpoint: the temp file is complete, the rename never happens.
@@ -249,7 +249,7 @@ import torch
 real_save = torch.save
 def save_then_die(obj, f, *args, **kwargs):
     real_save(obj, f, *args, **kwargs)
-    if isinstance(obj, dict) and obj.get("step") == 40:
+    if isinstance(obj, dict) and obj.get("step") == 20:
         os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save_then_die
 from vaezoo.cli import main
@@ -258,12 +258,12 @@ sys.exit(main({argv!r}))
     proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate()
     assert proc.returncode == -signal.SIGKILL, err.decode()
-    assert len(list(run.glob(".checkpoint.pt.*.tmp"))) == 1 and load_checkpoint(run / "checkpoint.pt")["step"] == 20
+    assert len(list(run.glob(".checkpoint.pt.*.tmp"))) == 1 and load_checkpoint(run / "checkpoint.pt")["step"] == 10
     (run / "notes.tmp").write_text("not a temp file of this run's writes")
 
     done = vaezoo_command("train", "--resume", str(run), "--no-track", "--no-progress")
     assert done.returncode == 0, done.stderr
-    assert load_checkpoint(run / "checkpoint.pt")["step"] == 60
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 30
     assert not list(run.glob(".*.tmp")) and (run / "notes.tmp").is_file()
 
 
@@ -293,3 +293,22 @@ def test_only_the_temp_files_of_atomic_writes_count_as_stale(tmp_path):
     for name in (".checkpoint.pt.a.b.tmp", "checkpoint.pt.abc.tmp", ".checkpoint.pt.abc.tmp.keep", ".checkpoint.ptx.abc.tmp"):
         (tmp_path / name).write_text("someone else's")
     assert stale_temp_files(tmp_path / "checkpoint.pt") == [Path(real)]
+
+
+def test_a_diverged_resume_without_a_checkpoint_says_so_and_keeps_the_run(tmp_path, monkeypatch):
+    from vaezoo.objectives import objective as objective_module
+
+    cfg = small(steps=10, checkpoint_every=5)
+    train(cfg, tmp_path / "r", track=False, progress=False)
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # as a run killed before its first checkpoint has it
+    real_call = objective_module.Objective.__call__
+
+    def poisoned(self, model, x, generator=None):
+        out = real_call(self, model, x, generator)
+        out.terms["kl"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(objective_module.Objective, "__call__", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"at step 1; training stopped; '.*' has no checkpoint yet, so a resume starts again"):
+        train(cfg, tmp_path / "r", resume=True, track=False, progress=False)
+    assert (tmp_path / "r" / "config.json").is_file()

@@ -122,7 +122,8 @@ def main_command(steps, is_samples, out_root, no_track, tracking_uri) -> None:
     click.echo(f"test ELBO                      {s['test_elbo']:.2f} nats")
     click.echo(f"test IWAE bound (K=64)         {s['test_iwae_k64']:.2f} nats")
     if s["test_ll_is"] is not None:
-        click.echo(f"test log-likelihood (IS, {is_samples})  {s['test_ll_is']:.2f} +- {s['test_ll_is_mc_se']:.3f} nats (MC s.e.)")
+        click.echo(f"test log-likelihood (IS, {is_samples})  {s['test_ll_is']:.2f} +- {s['test_ll_is_mc_se']:.3f} nats "
+                   "(s.d. of 10 replicate groups; a stochastic lower bound)")
     click.echo(f"active units                   {s['active_units']}")
     click.echo(f"run directory                  {s['run_dir']}")
     click.echo(f"samples                        {', '.join(s['samples'])}")

@@ -7,7 +7,7 @@ same weights and seed its losses are bit-identical to vaezoo's (tests/test_throu
 so the two loops do the same work and their speed ratio is vaezoo's overhead alone.
 
 Covers what the registered variants train with by default: the ELBO with closed-form or sampled KL
-(``vae``, ``beta-vae``), the IWAE bound (``iwae``), reconstruction (``ae``); Bernoulli decoders,
+(``vae``, ``beta-vae``), the IWAE bound (``iwae``), MIWAE's (``miwae``), reconstruction (``ae``); Bernoulli decoders,
 pathwise (reparam) gradients.
 """
 
@@ -84,6 +84,17 @@ def iwae(enc, dec, k: int, beta: float) -> LossFn:
     return loss
 
 
+def miwae(enc, dec, k: int, beta: float, m: int) -> LossFn:
+    """M outer groups of K draws: the mean over groups of logsumexp - log K."""
+
+    def loss(x, generator=None):
+        log_px, log_pz, log_qz = _log_weights(enc, dec, x, m * k, generator)
+        log_w = (log_px + log_pz - log_qz).reshape(m, k, -1)
+        return -(torch.logsumexp(log_w, dim=1) - math.log(k)).mean(0).mean()
+
+    return loss
+
+
 def recon(enc, dec, k: int, beta: float) -> LossFn:
     def loss(x, generator=None):
         logits = dec(enc(x))
@@ -97,6 +108,7 @@ PLAIN_LOSSES: dict[tuple[str, str], Callable[..., LossFn]] = {
     ("elbo", "analytic"): elbo_analytic,
     ("elbo", "mc"): elbo_mc,
     ("iwae", "mc"): iwae,
+    ("miwae", "mc"): miwae,
     ("recon", "auto"): recon,
 }
 
@@ -110,4 +122,5 @@ def plain_loss(model: nn.Module, objective_cfg) -> LossFn:
             f"no plain-loop baseline for a {model.cfg.likelihood} decoder with bound '{c.bound}', kl '{c.kl}', "
             f"estimator '{c.estimator}' (written for Bernoulli decoders with reparam gradients)"
         )
-    return PLAIN_LOSSES[key](model.encoder, model.decoder, c.k, c.beta)
+    outer = (c.m,) if c.bound == "miwae" else ()  # MIWAE's M; the other losses have none
+    return PLAIN_LOSSES[key](model.encoder, model.decoder, c.k, c.beta, *outer)

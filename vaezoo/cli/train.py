@@ -22,9 +22,15 @@ TRAIN_OPTIONS = {
     "data_dir": "data.data_dir",
     "bound": "objective.bound",
     "k": "objective.k",
+    "m": "objective.m",
     "beta": "objective.beta",
     "estimator": "objective.estimator",
     "kl": "objective.kl",
+    "kl_schedule": "objective.schedule.name",
+    "warmup_steps": "objective.schedule.warmup_steps",
+    "cycle_steps": "objective.schedule.period",
+    "cycle_ramp": "objective.schedule.ramp",
+    "free_bits": "objective.free_bits",
     "lr": "optim.lr",
     "betas": "optim.betas",
     "eps": "optim.eps",
@@ -36,6 +42,7 @@ TRAIN_OPTIONS = {
     "deterministic": "deterministic",
     "eval_every": "eval_every",
     "checkpoint_every": "checkpoint_every",
+    "allow_stl_iwae": "allow_stl_iwae",
 }
 
 
@@ -48,11 +55,19 @@ TRAIN_OPTIONS = {
 @click.option("--dataset", help="mnist5k | digits | mnist | linear-gaussian. [mnist5k]")
 @click.option("--binarize", help="auto | dynamic | static | none. [auto]")
 @click.option("--data-dir", help="Folder with the MNIST IDX files (dataset mnist).")
-@click.option("--bound", help="elbo | iwae | recon. [the variant's]")
+@click.option("--bound", help="elbo | iwae | miwae | recon. [the variant's]")
 @click.option("-k", "k", type=int, help="Samples per datapoint K. [the variant's]")
+@click.option("-m", "m", type=int, help="Outer samples M of the miwae bound (M x K draws). [the variant's]")
 @click.option("--beta", type=float, help="Weight of the KL term (ELBO only).")
 @click.option("--estimator", help="reparam | score | stl | dreg. [reparam]")
 @click.option("--kl", help="auto | analytic | mc. [auto]")
+@click.option("--allow-stl-iwae", is_flag=True, default=None,
+              help="Train with STL on the IWAE bound although it is biased (Tucker et al. 2019); the run is tagged.")
+@click.option("--kl-schedule", help="constant | linear (warm-up, Bowman et al.) | cyclical (Fu et al.). [constant]")
+@click.option("--warmup-steps", type=int, help="Linear schedule: steps for beta to rise from 0 to its value.")
+@click.option("--cycle-steps", type=int, help="Cyclical schedule: steps per cycle.")
+@click.option("--cycle-ramp", type=float, help="Cyclical schedule: fraction of each cycle spent rising. [0.5]")
+@click.option("--free-bits", type=float, help="Free bits: floor in nats under each unit's batch-mean KL in the loss. [0]")
 @click.option("--lr", type=float, help="Adam's learning rate. [1e-3]")
 @click.option("--betas", type=(float, float), default=None, metavar="B1 B2", help="Adam's betas. [0.9 0.999]")
 @click.option("--eps", type=float, help="Adam's eps. [1e-8]")
@@ -99,7 +114,9 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, ddp, no_t
             raise VaezooError(f"resume with a different config: {'; '.join(changed)}")
     cfg = resolve_for_dataset(user)
     if epochs is not None:
-        cfg.steps = epochs_to_steps(epochs, _train_size(cfg.data), cfg.batch_size, cfg.data.name)
+        from vaezoo.data import train_size
+
+        cfg.steps = epochs_to_steps(epochs, train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     with job(cfg.batch_size, cfg.device, enabled=ddp or launched()) as world:
         final = run_training(cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
@@ -109,17 +126,10 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, ddp, no_t
         click.echo(f"run directory: {target}")
 
 
-def _train_size(data) -> int:
-    """The training-set size: from the table of packaged data sets, else (mnist's files) by loading it."""
-    from vaezoo.data import TRAIN_SIZES, load_dataset
-
-    return TRAIN_SIZES[data.name] if data.name in TRAIN_SIZES else len(load_dataset(data).train)
-
-
 @click.command("eval")
 @click.argument("run", type=click.Path(file_okay=False))
 @click.option("-k", "k", type=int, default=64, show_default=True, help="K of the IWAE bound.")
-@click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood (0: skip).")
+@click.option("--is-samples", type=int, default=5000, show_default=True, help="Samples of the importance-sampled log-likelihood, in 10 replicate groups (0: skip).")
 @click.option("--max-test", type=int, default=None, help="Evaluate on the first N test images only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -128,17 +138,21 @@ def _train_size(data) -> int:
               "against the test images, in the features of vaezoo's shipped digit classifier (not Inception FID).")
 @tracking_options
 def evaluate_cmd(run, k, is_samples, max_test, seed, device, out, samples, no_track, tracking_uri) -> None:
-    """Evaluate a trained run: ELBO, IWAE_k, log-likelihood (IS), KL per unit, active units."""
+    """Evaluate a trained run: ELBO (nats, bits/dim), IWAE_k, log-likelihood (IS) with its interval, the
+    collapse diagnostics (KL per unit, active and borderline units, I(x; z)) and, with --samples, sample quality."""
+    from vaezoo.training.collapse import summary
     from vaezoo.training.evaluate import evaluate_run
 
     if k < 1:
         raise VaezooError(f"-k must be >= 1, got {k}")
-    if is_samples < 0:
-        raise VaezooError(f"--is-samples must be >= 0, got {is_samples}")
+    if is_samples < 0 or 0 < is_samples < 10:
+        raise VaezooError(f"--is-samples must be 0 (skip) or >= 10 (ten replicate groups), got {is_samples}")
     report, path = evaluate_run(run, k=k, is_samples=is_samples, max_test=max_test, seed=seed, device=device,
                                 out=out, track=not no_track, tracking_uri=tracking_uri, samples=samples)
     sq = report.pop("sample_quality", None)
     click.echo(json.dumps({k2: v for k2, v in report.items() if not isinstance(v, list)}, indent=2))
+    for line in summary(report):
+        click.echo(line)
     if sq:
         click.echo(sample_quality_text(sq))
     click.echo(f"written: {path}")

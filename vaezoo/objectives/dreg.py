@@ -1,4 +1,5 @@
-"""Doubly reparameterised gradients, DReG, for the IWAE bound (Tucker, Lawson, Gu & Maddison 2019).
+"""Doubly reparameterised gradients, DReG, for the IWAE bound (Tucker, Lawson, Gu & Maddison 2019), and for MIWAE's
+mean of M such bounds (each outer group of K draws weighted within itself, the M groups averaged).
 
 Encoder: grad_phi L_K = E[ sum_k w~_k^2 d log w_k / d z_k  d z_k / d phi ], with log w_k computed from q's
 detached parameters as in STL. Decoder: the ordinary IWAE gradient sum_k w~_k grad_theta log w_k.
@@ -11,7 +12,7 @@ the encoder nothing. It costs a second decoder pass, and stays a pure function (
 from __future__ import annotations
 
 from vaezoo.objectives.base import Estimate, Estimator
-from vaezoo.objectives.bounds import normalised_weights
+from vaezoo.objectives.bounds import normalised_weights, outer_groups
 from vaezoo.objectives.log_weights import log_weight
 from vaezoo.objectives.reparam import reparameterise
 
@@ -24,13 +25,15 @@ class DReG(Estimator):
     """
 
     name = "dreg"
-    bounds = ("iwae",)
+    bounds = ("iwae", "miwae")
     kl_modes = ("mc",)
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)
-        log_w = log_weight(model, x, z, q.detach()).total  # [K, B]
-        wt = normalised_weights(log_w).detach()
-        encoder_part = (wt.pow(2) * log_w).sum(0)
-        decoder_topup = ((wt - wt.pow(2)) * model.log_likelihood(x, z.detach())).sum(0)
+        log_w = log_weight(model, x, z, q.detach()).total  # [M K, B] (M = 1 for IWAE)
+        m = self.cfg.m
+        lw = outer_groups(log_w, m)  # [M, K, B]
+        wt = normalised_weights(lw, dim=1).detach()
+        encoder_part = (wt.pow(2) * lw).sum(1).mean(0)
+        decoder_topup = ((wt - wt.pow(2)) * outer_groups(model.log_likelihood(x, z.detach()), m)).sum(1).mean(0)
         return Estimate(value=bound(log_w), surrogate=encoder_part + decoder_topup)

@@ -33,7 +33,3 @@ def log_weight(model, x: torch.Tensor, z: torch.Tensor, q_density: DiagonalGauss
     """Score z [K, B, d] under the model; ``q_density`` may be q itself or q with detached parameters."""
     return LogWeight(model.log_likelihood(x, z), model.log_prior(z), q_density.log_prob(z))
 
-
-def kl_terms(model, x: torch.Tensor, z: torch.Tensor, q: DiagonalGaussian) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean_k log p(x|z_k), KL(q || p(z))) per datapoint, the KL in closed form."""
-    return model.log_likelihood(x, z).mean(0), q.kl_standard_normal()

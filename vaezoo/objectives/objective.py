@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -12,6 +13,7 @@ from vaezoo.objectives.base import Estimate
 from vaezoo.objectives.bounds import BOUNDS
 from vaezoo.objectives.dreg import DReG
 from vaezoo.objectives.reparam import Reparam
+from vaezoo.objectives.schedules import KLSchedule, check_free_bits
 from vaezoo.objectives.score import Score
 from vaezoo.objectives.stl import STL
 
@@ -21,16 +23,22 @@ ALL_BOUNDS = (*BOUNDS, "recon")
 
 @dataclass
 class ObjectiveConfig:
-    """bound: elbo | iwae | recon (autoencoder); k: samples per datapoint; beta: weight of the KL term;
+    """bound: elbo | iwae | miwae | recon (autoencoder); k: samples per datapoint (MIWAE: inner samples per outer
+    one); m: MIWAE's outer samples (M x K draws per datapoint; 1 for every other bound); beta: weight of the KL term;
     estimator: reparam | score | stl | dreg; kl: auto | analytic | mc (auto = analytic where the estimator
-    allows it); baseline_decay: the score estimator's moving-average baseline (0 = none)."""
+    allows it); baseline_decay: the score estimator's moving-average baseline (0 = none); schedule: how beta moves
+    with the training step (``vaezoo.objectives.schedules``); free_bits: lambda, the floor in nats under each latent
+    unit's batch-mean KL in the loss (0 = none; closed-form KL only)."""
 
     bound: str = "elbo"
     k: int = 1
+    m: int = 1
     beta: float = 1.0
     estimator: str = "reparam"
     kl: str = "auto"
     baseline_decay: float = 0.9
+    schedule: KLSchedule = field(default_factory=KLSchedule)
+    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bound not in ALL_BOUNDS:
@@ -39,12 +47,16 @@ class ObjectiveConfig:
             raise VaezooError(f"unknown estimator '{self.estimator}'; choose from {', '.join(ESTIMATORS)}")
         if self.k < 1:
             raise VaezooError(f"k (samples per datapoint) must be >= 1, got {self.k}")
+        if self.m < 1 or (self.m != 1 and self.bound != "miwae"):
+            raise VaezooError(f"m (outer samples) must be >= 1, and is defined for the miwae bound only; got m={self.m} "
+                              f"with bound '{self.bound}'")
         if not 0 <= self.beta < math.inf:  # nan fails too
             raise VaezooError(f"beta must be >= 0 and finite, got {self.beta}")
         if not 0 <= self.baseline_decay < 1:
             raise VaezooError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
         if self.kl not in ("auto", "analytic", "mc"):
             raise VaezooError(f"kl must be auto, analytic or mc, got '{self.kl}'")
+        check_free_bits(self.free_bits)
         self._check_pair()
 
     def _check_pair(self) -> None:
@@ -67,8 +79,11 @@ class ObjectiveConfig:
             raise VaezooError(
                 f"kl='{self.kl}' does not apply to estimator '{self.estimator}' with bound '{self.bound}' (allowed: {', '.join(modes)})"
             )
-        if self.bound == "iwae" and self.beta != 1.0:
-            raise VaezooError("beta != 1 is defined for the ELBO only, not for the IWAE bound")
+        if self.bound != "elbo" and (self.beta != 1.0 or self.schedule.name != "constant" or self.free_bits):
+            raise VaezooError(f"beta != 1, KL schedules and free bits are defined for the ELBO only, not for the {self.bound} bound")
+        if self.free_bits and self.kl != "analytic":
+            raise VaezooError(f"free bits need the closed-form KL per unit: kl='{self.kl}' (estimator '{self.estimator}') "
+                              "has only a sampled KL; use kl=analytic with estimator reparam or score")
 
 
 @dataclass
@@ -83,15 +98,23 @@ class ObjectiveOutput:
 
 
 class Objective:
-    """Draws eps, encodes once, and hands (model, x, q, eps) to the estimator."""
+    """Draws eps, encodes once, and hands (model, x, q, eps) to the estimator. ``set_step`` moves the KL weight to
+    the schedule's value at a training step; until it is called, the weight is the config's beta."""
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
+        # the bound as a function of log w [draws, B]; MIWAE's needs its M to find its groups
+        self.bound = partial(BOUNDS["miwae"], outer=cfg.m) if cfg.bound == "miwae" else BOUNDS.get(cfg.bound)
         # (index, count) of this process's equal share of a data-parallel global batch: the noise is drawn for
         # the whole global batch and this share's rows kept, so a datapoint's noise does not depend on how many
         # processes split the batch (vaezoo.training.distributed). (0, 1): one process, the plain draw.
         self.shard: tuple[int, int] = (0, 1)
+
+    def set_step(self, step: int) -> None:
+        """The KL weight for training step ``step`` (0-based): beta x the schedule's factor."""
+        if self.estimator is not None:
+            self.estimator.beta = self.cfg.beta * self.cfg.schedule.factor(step)
 
     def check_model(self, model) -> None:
         """Refuse a model/objective pair that makes no sense (e.g. an ELBO or DReG on an autoencoder)."""
@@ -107,19 +130,23 @@ class Objective:
             recon = model.log_likelihood(x, model.encode(x).mu)
             return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
         q = model.encode(x)
+        draws = self.cfg.k * self.cfg.m
         index, count = self.shard
         b = q.mu.shape[0]
-        eps = torch.randn((self.cfg.k, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
+        eps = torch.randn((draws, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
                           dtype=q.mu.dtype)[:, index * b : (index + 1) * b]
-        est = self.estimator(model, x, q, eps, BOUNDS[self.cfg.bound])
+        est = self.estimator(model, x, q, eps, self.bound)
         kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
-        terms = {"kl": kl.mean().detach()}
+        penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor
+        # the true KL, and what the loss penalised: beta x kl_penalised (free bits floor each unit's KL)
+        terms = {"kl": kl.mean().detach(), "beta": kl.new_full((), self.estimator.beta),  # a fill, not a copy: no sync
+                 "kl_penalised": penalised.mean().detach()}
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
 
     def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:
-        """The estimate for given noise eps [K, B, d]: a pure function of (parameters, x, eps), as
+        """The estimate for given noise eps [M K, B, d]: a pure function of (parameters, x, eps), as
         torch.func needs (per-example gradients in vaezoo.gradnoise)."""
-        return self.estimator(model, x, model.encode(x), eps, BOUNDS[self.cfg.bound])
+        return self.estimator(model, x, model.encode(x), eps, self.bound)
 
     def state_dict(self) -> dict:
         return self.estimator.state_dict() if self.estimator is not None else {}

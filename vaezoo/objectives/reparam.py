@@ -10,7 +10,7 @@ import torch
 
 from vaezoo.models.distributions import DiagonalGaussian
 from vaezoo.objectives.base import Estimate, Estimator
-from vaezoo.objectives.log_weights import LogWeight, kl_terms, log_weight
+from vaezoo.objectives.log_weights import LogWeight, log_weight
 
 
 def reparameterise(q: DiagonalGaussian, eps: torch.Tensor) -> torch.Tensor:
@@ -26,15 +26,15 @@ class Reparam(Estimator):
     """
 
     name = "reparam"
-    bounds = ("elbo", "iwae")
+    bounds = ("elbo", "iwae", "miwae")
     kl_modes = ("analytic", "mc")
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)
         if self.cfg.kl == "analytic":
-            recon, kl = kl_terms(model, x, z, q)
-            value = recon - kl
-            return Estimate(value=value, surrogate=recon - self.cfg.beta * kl, kl=kl)
+            recon = model.log_likelihood(x, z).mean(0)
+            kl, penalised = self.analytic_kl(q)
+            return Estimate(value=recon - kl, surrogate=recon - self.beta * penalised, kl=kl, kl_penalised=penalised)
         lw: LogWeight = log_weight(model, x, z, q)
         value = bound(lw.total)
-        return Estimate(value=value, surrogate=bound(lw.weighted(self.cfg.beta)))
+        return Estimate(value=value, surrogate=bound(lw.weighted(self.beta)))

@@ -33,34 +33,35 @@ class Score(Estimator):
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps).detach()  # no path from z back to phi
         log_q = q.log_prob(z)  # [K, B], carries grad_phi log q
-        value, plain, signal, kl = self._terms(model, x, z, q, bound)
+        value, plain, signal, kl, penalised = self._terms(model, x, z, q, bound)
         b = 0.0 if self.baseline is None else self.baseline
         score = ((signal - b).detach() * log_q).mean(0) if self.cfg.bound == "elbo" else ((signal - b).detach() * log_q).sum(0)
         self._update_baseline(signal)
-        return Estimate(value=value, surrogate=plain + score, kl=kl)
+        return Estimate(value=value, surrogate=plain + score, kl=kl, kl_penalised=penalised)
 
     def signal(self, model, x, q, eps, bound) -> torch.Tensor:
         """The learning signal f [K, B] that multiplies grad log q (what the baseline is subtracted from)."""
         return self._terms(model, x, reparameterise(q, eps).detach(), q, bound)[2]
 
     def _terms(self, model, x, z, q, bound):
-        """(the bound's value, the plain part of the surrogate, the learning signal, the analytic KL or None)."""
+        """(the bound's value, the plain part of the surrogate, the learning signal, the analytic KL and the KL
+        penalised, each None where the KL is sampled)."""
         lw = log_weight(model, x, z, q)
         if self.cfg.kl == "analytic":
-            kl = q.kl_standard_normal()
+            kl, penalised = self.analytic_kl(q)
             f = lw.log_px_z  # [K, B]: the KL's gradient is exact, only E_q[log p(x|z)] needs the trick
             value = f.mean(0) - kl
-            plain = f.mean(0) - self.cfg.beta * kl
+            plain = f.mean(0) - self.beta * penalised
             signal = f
         else:
-            kl = None  # sampled KL: it is inside the log weights
-            f = lw.weighted(self.cfg.beta)
+            kl = penalised = None  # sampled KL: it is inside the log weights
+            f = lw.weighted(self.beta)
             value = bound(lw.total)
             plain = bound(f)
             # The K-sample ELBO is a sum of independent terms: each log q(z_k) pairs with its own f_k.
             # IWAE's bound couples the samples: every log q(z_k) pairs with the whole estimate.
             signal = f if self.cfg.bound == "elbo" else plain.unsqueeze(0).expand_as(f)
-        return value, plain, signal, kl
+        return value, plain, signal, kl, penalised
 
     def _update_baseline(self, signal: torch.Tensor) -> None:
         d = self.cfg.baseline_decay

@@ -220,7 +220,7 @@ def write_report(experiment: str, out: str | Path, uri: str | None = None) -> di
     views = collect(experiment, uri)
     out = Path(out)
     make_dir(out / "img", "report folder")
-    sections = [("Runs", run_rows(views)), ("Metrics (nats per test datapoint; ± is the Monte Carlo s.e.)", metric_rows(views)),
+    sections = [("Runs", run_rows(views)), ("Metrics (nats per test datapoint; ± is the Monte Carlo s.e.: for ll_is, the s.d. of 10 replicate-group estimates)", metric_rows(views)),
                 ("Provenance", provenance_rows(views))]
     images = {**figures(views), **{f"{v.name}: {k}": b for v in views for k, b in v.images.items()}}
     files = {}

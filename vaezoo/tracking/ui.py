@@ -43,6 +43,8 @@ def run_name(cfg: dict, cfg_hash: str) -> str:
     if model.get("backbone", "mlp") != "mlp":
         parts.append(model["backbone"])
     parts += [cfg["data"]["name"], obj["bound"], obj["estimator"]]
+    if obj.get("m", 1) != 1:
+        parts.append(f"m{obj['m']}")
     if obj.get("k", 1) != 1:
         parts.append(f"k{obj['k']}")
     if obj.get("beta", 1.0) != 1.0:

@@ -19,6 +19,10 @@ from vaezoo.tracking.provenance import DEVICES
 # The reference VAE of ``make bench`` and the gradient-variance study: Bernoulli-logit MLP, 784-512-256 ReLU ->
 # 32-d Gaussian latent, mirror decoder, Adam 1e-3, batch 128, one z sample, closed-form KL (the model of
 # shared/ANCHORS.md), as the user-level dict that resolve_config completes.
+# Measurement studies (vaezoo.gradnoise) may use the pair; training refuses it unless allowed explicitly.
+STL_IWAE = ("STL on the IWAE bound is a biased gradient estimator (Tucker et al. 2019: its expectation is not the "
+            "bound's gradient for K > 1)")
+
 REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 3000, "eval_every": 1000, "checkpoint_every": 1000}
 
 
@@ -54,6 +58,7 @@ class TrainConfig:
     eval_k: int = 64
     checkpoint_every: int = 500
     log_every: int = 50
+    allow_stl_iwae: bool = False  # train with STL on the IWAE bound although its gradient is biased
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps", "eval_every", "checkpoint_every", "log_every", "eval_k"):
@@ -61,6 +66,16 @@ class TrainConfig:
                 raise VaezooError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.device not in DEVICES:
             raise VaezooError(f"unknown device '{self.device}'; choose from {', '.join(DEVICES)}")
+        if self._stl_iwae and not self.allow_stl_iwae:
+            raise VaezooError(f"{STL_IWAE}; train with --estimator dreg (or reparam), or pass --allow-stl-iwae to use it anyway")
+
+    @property
+    def _stl_iwae(self) -> bool:
+        return self.objective.bound == "iwae" and self.objective.estimator == "stl"
+
+    def warnings(self) -> dict[str, str]:
+        """Run tags for what was allowed although it is known to be wrong (the run records them; train says them)."""
+        return {"vaezoo.warning.stl_iwae": STL_IWAE + " (allowed by --allow-stl-iwae)"} if self._stl_iwae else {}
 
     @property
     def hash(self) -> str:

@@ -105,11 +105,11 @@ def available_bytes(device: torch.device) -> tuple[int, str] | None:
     return min(figures) if figures else None
 
 
-def check_fits(need: int, device: torch.device, what: str) -> None:
+def check_fits(need: int, device: torch.device, what: str, remedy: str) -> None:
     """Refuse, before any work, a step whose estimate exceeds what ``device`` can hold."""
     room = available_bytes(device)
     if room is not None and need > room[0]:
         raise VaezooError(
             f"{what} needs about {need / GIB:.3g} GiB (estimated, see vaezoo.training.footprint), more than the "
-            f"{room[0] / GIB:.3g} GiB of {room[1]}; lower the batch size, K or the model's sizes"
+            f"{room[0] / GIB:.3g} GiB of {room[1]}; {remedy}"
         )

@@ -6,6 +6,7 @@ What a run leaves behind is described in ``vaezoo.training.rundir``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from vaezoo.core.configs import config_hash, save_json
 from vaezoo.core.errors import TrainingDiverged, VaezooError
 from vaezoo.core.io import atomic_write_text, make_dir
 from vaezoo.core.progress import bar as progress_bar
-from vaezoo.data.datasets import TRAIN_SIZES, Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset
+from vaezoo.data.datasets import Dataset, batch_indices, binarize_batch, eval_binarized, load_dataset, train_size
 from vaezoo.models import build_model
 from vaezoo.objectives import Objective
 from vaezoo.tracking import ui
@@ -103,6 +104,15 @@ def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tag
     return tracker
 
 
+def _said_warnings(cfg: TrainConfig) -> dict:
+    """What the config allowed although it is known to be wrong: said on stderr, returned as run tags (so run.json
+    and the MLflow run keep it)."""
+    warned = cfg.warnings()
+    for text in warned.values():
+        print(f"warning: {text}", file=sys.stderr)
+    return warned
+
+
 class TermWindow:
     """The per-step terms (bound, loss, KL, ...) since the last log line. They stay on the device and are
     checked in one transfer before anything is logged, evaluated or checkpointed, so a GPU is not
@@ -159,13 +169,13 @@ class Setup:
 
 
 def _check_before_loading(cfg: TrainConfig, device: torch.device) -> None:
-    """Refuse what is known without the data: a batch larger than a packaged training set, a step larger than
-    the memory the device has."""
-    if cfg.data.name in TRAIN_SIZES:
-        check_batch_fits(cfg.batch_size, TRAIN_SIZES[cfg.data.name], cfg.data.name)
+    """Refuse what is known without the data: a batch larger than the training set, a step larger than the memory
+    the device has."""
+    check_batch_fits(cfg.batch_size, train_size(cfg.data), cfg.data.name)
     footprint = Footprint.of(cfg.model)
     need = footprint.training_bytes(cfg.batch_size, cfg.objective.k, eval_rows(cfg.eval_k, 0, device))
-    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)")
+    check_fits(need, device, f"a training step (batch {cfg.batch_size} x K {cfg.objective.k}, {footprint.params:,} parameters)",
+               "lower the batch size, K or the model's sizes")
 
 
 def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup:
@@ -180,7 +190,6 @@ def _prepare(cfg: TrainConfig, rd: RunDir, resume: bool, cfg_hash: str) -> Setup
     _check_before_loading(cfg, device)
     set_determinism(cfg.deterministic)
     ds = load_dataset(cfg.data)
-    check_batch_fits(cfg.batch_size, len(ds.train), ds.name)  # a data set of unknown size (mnist's files)
     model, objective, optimizer = build(cfg, ds, device)
     x_test = eval_binarized(ds.test, cfg.data.binarize).to(device)
     start = _restore(ckpt, model, optimizer, objective) if ckpt is not None else 0
@@ -218,7 +227,7 @@ def train(
     made_folder = not rd.path.exists()
     make_dir(rd.path, "run directory")
     try:
-        tags = {**provenance(setup.device, cfg.seed), **distributed.tags(world, setup.device)}
+        tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg), **distributed.tags(world, setup.device)}
         tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri)
         last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress)
     except BaseException as exc:
@@ -271,6 +280,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             data_gen.manual_seed(step_seed(cfg.seed, step, 1))
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
+            objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
             if replica is None:
                 out = objective(model, x, noise_gen)
                 optimizer.zero_grad(set_to_none=True)
