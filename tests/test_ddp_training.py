@@ -58,26 +58,38 @@ def single_process(run: Path, steps: int, **over) -> None:
     train(resolve_config(user, (1, 8, 8)), run, track=False, progress=False)
 
 
-@pytest.mark.parametrize("estimator", ["reparam", pytest.param("score", marks=pytest.mark.slow)])
-def test_two_ranks_follow_the_trajectory_of_one_process_at_the_same_global_batch(tmp_path, estimator):
+CASES = {  # CLI options, the same as config, for one process
+    "reparam": ([], {}),
+    "score": (["--estimator", "score"], {"objective": {"estimator": "score"}}),  # its baseline averaged over ranks
+    "free-bits": (["--free-bits", "0.1"], {"objective": {"free_bits": 0.1}}),  # the global batch's mean KL floored
+}
+
+
+@pytest.mark.parametrize("case", ["reparam", pytest.param("score", marks=pytest.mark.slow),
+                                  pytest.param("free-bits", marks=pytest.mark.slow)])
+def test_two_ranks_follow_the_trajectory_of_one_process_at_the_same_global_batch(tmp_path, case):
     steps = 12
+    options, config = CASES[case]
     ddp_train(tmp_path / "two", "--steps", str(steps), "--eval-every", str(steps), "--checkpoint-every", str(steps),
-              "--no-track", "--estimator", estimator)
-    single_process(tmp_path / "one", steps, objective={"estimator": estimator})
+              "--no-track", *options)
+    single_process(tmp_path / "one", steps, **config)
     two, one = rows(tmp_path / "two"), rows(tmp_path / "one")
     assert len(two) == len(one) == steps
     # each rank's slice of the same seeded batch and noise, gradients averaged: equal up to float32 rounding
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-5, atol=0)
-    torch.testing.assert_close(torch.tensor(rows(tmp_path / "two", "train_kl")), torch.tensor(rows(tmp_path / "one", "train_kl")),
-                               rtol=1e-4, atol=1e-6)
+    for term in ("train_kl", "train_kl_penalised"):
+        torch.testing.assert_close(torch.tensor(rows(tmp_path / "two", term)), torch.tensor(rows(tmp_path / "one", term)),
+                                   rtol=1e-4, atol=1e-6, msg=term)
     assert one[-1] > one[0] + 0.5  # it trained: a trajectory, not a constant
     w2, w1 = weights(tmp_path / "two"), weights(tmp_path / "one")
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5, msg=name)
-    if estimator == "score":  # the baseline averaged over ranks is the one process's baseline
+    if case == "score":  # the baseline averaged over ranks is the one process's baseline
         b2 = load_checkpoint(tmp_path / "two" / "checkpoint.pt")["objective"]["baseline"]
         b1 = load_checkpoint(tmp_path / "one" / "checkpoint.pt")["objective"]["baseline"]
         assert b2 == pytest.approx(b1, rel=1e-5)
+    if case == "free-bits":  # the floor was in force: what the loss penalised is not the KL
+        assert rows(tmp_path / "one", "train_kl_penalised") != rows(tmp_path / "one", "train_kl")
     tags = json.loads((tmp_path / "two" / "run.json").read_text())["tags"]
     assert tags["ddp.world_size"] == 2 and tags["ddp.backend"] == "gloo"
 

@@ -5,7 +5,8 @@
 - ``--batch-size`` is the global batch B. Every rank builds the same seeded global batch of step t (data order
   and binarisation are pure functions of (seed, t)) and keeps its rows [r B/W, (r+1) B/W). The latent noise is
   drawn for the whole global batch from the same seeded stream and each rank keeps its rows
-  (``Objective.shard``), so a datapoint gets the same noise whatever the number of ranks.
+  (``Objective.shard``), so a datapoint gets the same noise whatever the number of ranks. Free bits floor each
+  unit's mean KL over the global batch (averaged over ranks), as one process does.
 - Each rank's loss is the mean over its rows; DDP averages the gradients over ranks during backward, which is
   the gradient of the mean over the global batch: W ranks x B/W train as one process x B, up to float rounding.
   The estimator's state (the score estimator's moving-average baseline) is averaged over ranks after each step,
@@ -174,6 +175,8 @@ def replicate(model: nn.Module, objective, world: World) -> Replica:
     from torch.nn.parallel import DistributedDataParallel
 
     objective.shard = (world.rank, world.size)
+    if objective.estimator is not None:  # free bits floor the global batch's mean KL per unit, not this rank's
+        objective.estimator.batch_mean = lambda rows: world.average(rows.mean(0))
     device = next(model.parameters()).device
     ddp = DistributedDataParallel(ObjectiveForward(model, objective), device_ids=[device.index] if device.type == "cuda" else None)
     return Replica(world, ddp)
