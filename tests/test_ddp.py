@@ -1,7 +1,9 @@
 """DistributedDataParallel: two CPU processes under gloo average their gradients correctly.
 
 After DDP steps every rank holds the same weights, and they equal one process's weights after the same
-steps on the concatenated batch (float64, so Adam's sign-like first update cannot amplify rounding).
+steps on the concatenated batch (float64, so Adam's sign-like first update cannot amplify rounding). The
+benchmark times ``vaezoo.training.distributed.ddp_step``, the step of ``vaezoo train --ddp``
+(tests/test_ddp_training.py trains with it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vaezoo.bench import ddp, timing
 from vaezoo.bench.ddp import DDP_COLUMNS, DDPConfig, ddp_parts, run_ddp
 from vaezoo.bench.throughput import PRECISIONS, synthetic_batch, train_config, train_step, vaezoo_parts
 from vaezoo.core.errors import VaezooError
+from vaezoo.training import distributed
 
 WORLD = 2
 BATCH = 8
@@ -47,32 +50,21 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         for variant in VARIANTS:
-            parts = ddp_parts(train_config(variant, "mlp", BATCH), _batch(rank), rank)
+            parts = ddp_parts(train_config(variant, "mlp", BATCH), _batch(rank), rank, WORLD)
             for _ in range(STEPS):
-                train_step(parts, PRECISIONS["fp32"], None, parts.generator)
+                parts.step(PRECISIONS["fp32"])
             torch.save(_snapshot(parts.model), os.path.join(out_dir, f"{variant}-rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
 def _single_process(variant: str) -> dict:
-    """One process, the concatenated batch: the mean loss over both ranks' data (and noise)."""
+    """One process, literally one batch of 2 x BATCH: the ranks kept their rows of the same seeded noise."""
     cfg = train_config(variant, "mlp", BATCH)
-    xs = [_batch(r) for r in range(WORLD)]
-    parts = vaezoo_parts(cfg, torch.cat(xs))
+    parts = vaezoo_parts(cfg, torch.cat([_batch(r) for r in range(WORLD)]))
     parts.model.double()
-    objective_loss = parts.loss_fn
-    if variant == "ae":  # no noise: literally one batch of 2 x BATCH
-        loss_fn = objective_loss
-    else:  # the same noise each rank drew (generator seeded seed * 1000 + rank), on the same datapoints
-        gens = [torch.Generator().manual_seed(cfg.seed * 1000 + r) for r in range(WORLD)]
-
-        def loss_fn(x, _generator):
-            return sum(objective_loss(xr, g) for xr, g in zip(x.chunk(WORLD), gens)) / WORLD
-
-    parts.loss_fn = loss_fn
     for _ in range(STEPS):
-        train_step(parts, PRECISIONS["fp32"], None, None)
+        train_step(parts, PRECISIONS["fp32"], None, parts.generator)
     return _snapshot(parts.model)
 
 
@@ -192,3 +184,25 @@ def test_bad_ddp_input_is_a_clear_error():
     assert main(["--windows", "0"]) == 2
     with pytest.raises(VaezooError, match="unknown backbone 'resnet'"):
         DDPConfig(backbone="resnet")
+
+
+def test_the_benchmark_times_the_training_step(world_of_one, monkeypatch):
+    """run_ddp's timed step is vaezoo.training.distributed.ddp_step (the step of `vaezoo train --ddp`), not a copy."""
+    calls = []
+    real = distributed.ddp_step
+
+    def counted(*args, **kwargs):
+        calls.append(args[2].shape[0])  # the rows it stepped on
+        return real(*args, **kwargs)
+
+    def fake_timed(step, _device, n):
+        for _ in range(n):
+            step()
+        return 0.1
+
+    monkeypatch.setattr(distributed, "ddp_step", counted)
+    monkeypatch.setattr(ddp.timing, "measure", lambda *a, **k: {"single": timing.Windows(rates=[1.0])})
+    monkeypatch.setattr(ddp.timing, "prepare", lambda *a, **k: timing.Windows(steps_per_window=2, first_call_s=0.1))
+    monkeypatch.setattr(ddp.timing, "timed", fake_timed)
+    run_ddp(DDPConfig(model="vae", batch_size=4, windows=2), 0, 1, torch.device("cpu"))
+    assert calls == [4] * 4  # 2 windows x 2 steps, each on this rank's 4 rows

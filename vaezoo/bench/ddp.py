@@ -8,8 +8,11 @@ single-process vaezoo step alone (the other ranks wait), then every rank runs th
 efficiency = aggregate DDP samples/s / (N x single-process samples/s). Both use the same threads per
 process (torchrun sets OMP_NUM_THREADS=1 for N > 1 unless you set it).
 
-DDP averages the ranks' gradients; since each rank's loss is a batch mean over equal batches, one DDP step
-equals one single-process step on the concatenated batch (tests/test_ddp.py checks it).
+The DDP step is the one ``vaezoo train --ddp`` takes (``vaezoo.training.distributed.ddp_step``, on a replica
+from ``replicate``, in a process group from ``start``): what is timed here is what data-parallel training runs.
+DDP averages the ranks' gradients; since each rank's loss is a batch mean over equal batches, and every rank
+draws the noise of the concatenated batch from one seeded stream and keeps its rows, one DDP step equals one
+single-process step on the concatenated batch (tests/test_ddp.py checks it).
 """
 
 from __future__ import annotations
@@ -25,12 +28,10 @@ from pathlib import Path
 import click
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from vaezoo.bench import timing
 from vaezoo.bench.results import write_csv
 from vaezoo.bench.throughput import (
-    TrainParts,
     environment,
     get_precision,
     synthetic_batch,
@@ -39,59 +40,55 @@ from vaezoo.bench.throughput import (
     vaezoo_parts,
 )
 from vaezoo.cli.run import run_click
-from vaezoo.core.errors import VaezooError
 from vaezoo.core.io import atomic_write_text, make_dir
-
-
-class ObjectiveLoss(nn.Module):
-    """The objective's loss as a module's forward: DDP synchronises gradients only for work done in forward()."""
-
-    def __init__(self, model: nn.Module, objective) -> None:
-        super().__init__()
-        self.model = model
-        self.objective = objective
-
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.objective(self.model, x, generator).loss
-
-
-def backend_for(device: torch.device) -> str:
-    return "nccl" if device.type == "cuda" else "gloo"
+from vaezoo.training import distributed
 
 
 def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; a lone process becomes a world of one."""
+    """(rank, world size, device): the process group of ``vaezoo train --ddp`` from torchrun's environment; a
+    lone process becomes a world of one."""
     from vaezoo.tracking.provenance import resolve_device
 
     device = resolve_device(device_name)
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise VaezooError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    bind = {"device_id": device} if device.type == "cuda" else {}  # NCCL: one GPU per rank, known up front
-    if "RANK" in os.environ:
-        dist.init_process_group(backend_for(device), **bind)
-    else:
-        store = os.path.join(tempfile.mkdtemp(prefix="vaezoo-ddp-"), "store")
-        dist.init_process_group(backend_for(device), init_method=f"file://{store}", rank=0, world_size=1, **bind)
-    return dist.get_rank(), dist.get_world_size(), device
+    if distributed.launched():
+        world = distributed.World.from_env()
+        return world.rank, world.size, distributed.start(world, device)
+    store = os.path.join(tempfile.mkdtemp(prefix="vaezoo-ddp-"), "store")
+    return 0, 1, distributed.start(distributed.World(0, 1), device, init_method=f"file://{store}")
 
 
-def ddp_parts(tcfg, x: torch.Tensor, rank: int) -> TrainParts:
-    """vaezoo's model, Objective and Adam (as vaezoo.training.loop builds them) behind DistributedDataParallel,
-    in the dtype of ``x``; rank r draws its noise from a generator seeded ``seed * 1000 + r``."""
-    from torch.nn.parallel import DistributedDataParallel as DDP
+@dataclass
+class DDPParts:
+    """One rank's replica (vaezoo's model and Objective behind DDP), its Adam, its rows ``x`` and the generator
+    of the global batch's noise."""
 
+    replica: distributed.Replica
+    optimizer: torch.optim.Optimizer
+    x: torch.Tensor
+    generator: torch.Generator
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.replica.ddp.module.model
+
+    def step(self, precision=None, scaler=None) -> torch.Tensor:
+        """``ddp_step``, the step of ``vaezoo train --ddp``, in ``precision``; returns this rank's loss."""
+        autocast = precision.context(self.x.device) if precision is not None else None
+        return distributed.ddp_step(self.replica, self.optimizer, self.x, self.generator, autocast, scaler).loss.detach()
+
+
+def ddp_parts(tcfg, x: torch.Tensor, rank: int, world: int) -> DDPParts:
+    """vaezoo's model, Objective and Adam (as vaezoo.training.loop builds them) replicated for data-parallel
+    steps (vaezoo.training.distributed), in the dtype of ``x``, which holds rank ``rank``'s rows; every rank's
+    generator is seeded ``seed``, as in training (each keeps its rows of the global batch's noise)."""
     from vaezoo.data import Dataset
     from vaezoo.training.loop import build
 
     model, objective, optimizer = build(tcfg, Dataset("synthetic", x.cpu(), x[:1].cpu()), x.device)
     model.to(x.dtype).train()  # in place: the optimizer keeps the same parameter objects
-    wrapped = DDP(ObjectiveLoss(model, objective), device_ids=[x.device.index] if x.device.type == "cuda" else None)
-    gen = torch.Generator(device=x.device).manual_seed(tcfg.seed * 1000 + rank)
-    return TrainParts(model, lambda xb, g: wrapped(xb, g), optimizer, x, gen)
+    replica = distributed.replicate(model, objective, distributed.World(rank, world))
+    gen = torch.Generator(device=x.device).manual_seed(tcfg.seed)
+    return DDPParts(replica, optimizer, x, gen)
 
 
 def _agree(value):
@@ -142,11 +139,11 @@ def run_ddp(cfg: DDPConfig, rank: int, world: int, device: torch.device) -> dict
         single = cfg.batch_size * res.median
         del parts
     dist.barrier()
-    parts = ddp_parts(tcfg, x, rank)
+    parts = ddp_parts(tcfg, x, rank, world)
     scaler = prec.scaler(device)
 
     def step():
-        return train_step(parts, prec, scaler, parts.generator)
+        return parts.step(prec, scaler)
 
     # warm-up and window size steered by rank 0's times: every rank takes the same steps (each all-reduces)
     sized = timing.prepare(step, device, cfg.window_s, cfg.warmup_s, agree=_agree)

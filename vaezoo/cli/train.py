@@ -89,14 +89,17 @@ TRAIN_OPTIONS = {
 @click.option("--tracking-fallback", type=click.Choice(["error", "local"]), default="error", show_default=True,
               help="An unreachable tracking server: stop with an error, or log to the run folder only (a warning) "
                    "and send it later with `vaezoo sync RUN`.")
+@click.option("--ddp", is_flag=True, help="Data-parallel over the ranks torchrun starts (implied under torchrun); "
+              "--batch-size is the global batch, split evenly. Rank 0 alone writes.")
 @tracking_options
-def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, tracking_fallback, no_track, tracking_uri,
+def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, tracking_fallback, ddp, no_track, tracking_uri,
           **options) -> None:
     """Train a model; the run directory gets config, checkpoint, metrics.jsonl and final.json."""
     from vaezoo.core.configs import apply_sets, diff, merge, read_json_object, set_path, to_dict
     from vaezoo.training import RunDir
     from vaezoo.training import train as run_training
     from vaezoo.training.config import check_epochs, epochs_to_steps, resolve_for_dataset
+    from vaezoo.training.distributed import job, launched
 
     if epochs is not None:
         check_epochs(epochs)  # before anything is read
@@ -121,12 +124,12 @@ def train(config_file, sets, run_dir, resume_dir, epochs, no_progress, tracking_
         cfg.steps = epochs_to_steps(epochs, train_size(cfg.data), cfg.batch_size, cfg.data.name)
     target = resume_dir or run_dir or f"runs/{cfg.model.name}-{cfg.data.name}-{cfg.hash[:8]}"
     mark("parsed")
-    final = run_training(
-        cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
-        tracking_fallback=tracking_fallback, progress=not no_progress,
-    )
-    click.echo(json.dumps(final, indent=2))
-    click.echo(f"run directory: {target}")
+    with job(cfg.batch_size, cfg.device, enabled=ddp or launched()) as world:
+        final = run_training(cfg, target, resume=bool(resume_dir), track=not no_track, tracking_uri=tracking_uri,
+                             tracking_fallback=tracking_fallback, progress=not no_progress, world=world)
+    if world is None or world.writes:
+        click.echo(json.dumps(final, indent=2))
+        click.echo(f"run directory: {target}")
 
 
 @click.command("eval")

@@ -42,12 +42,15 @@ class Estimator:
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         self.beta: float = cfg.beta
+        # [B, d] -> [d]: the batch mean that free bits floor; data-parallel training sets the global batch's
+        # (vaezoo.training.distributed); None: the mean over the rows at hand
+        self.batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def analytic_kl(self, q) -> tuple[torch.Tensor, torch.Tensor]:
         """(KL(q || N(0, I)), the KL the loss penalises) per datapoint, both in closed form; the second has each
         unit's batch mean floored at ``cfg.free_bits`` nats (free bits; the same as the first when it is 0)."""
         kl_u = q.kl_per_unit()
-        return kl_u.sum(-1), penalised_kl(kl_u, self.cfg.free_bits)
+        return kl_u.sum(-1), penalised_kl(kl_u, self.cfg.free_bits, self.batch_mean)
 
     def __call__(self, model, x: torch.Tensor, q, eps: torch.Tensor, bound: Bound) -> Estimate:
         raise NotImplementedError

@@ -106,6 +106,10 @@ class Objective:
         self.estimator = ESTIMATORS[cfg.estimator](cfg) if cfg.bound != "recon" else None
         # the bound as a function of log w [draws, B]; MIWAE's needs its M to find its groups
         self.bound = partial(BOUNDS["miwae"], outer=cfg.m) if cfg.bound == "miwae" else BOUNDS.get(cfg.bound)
+        # (index, count) of this process's equal share of a data-parallel global batch: the noise is drawn for
+        # the whole global batch and this share's rows kept, so a datapoint's noise does not depend on how many
+        # processes split the batch (vaezoo.training.distributed). (0, 1): one process, the plain draw.
+        self.shard: tuple[int, int] = (0, 1)
 
     def set_step(self, step: int) -> None:
         """The KL weight for training step ``step`` (0-based): beta x the schedule's factor."""
@@ -127,7 +131,10 @@ class Objective:
             return ObjectiveOutput(recon.mean(), -recon.mean(), recon, {"recon": recon.mean()})
         q = model.encode(x)
         draws = self.cfg.k * self.cfg.m
-        eps = torch.randn((draws, *q.mu.shape), generator=generator, device=q.mu.device, dtype=q.mu.dtype)
+        index, count = self.shard
+        b = q.mu.shape[0]
+        eps = torch.randn((draws, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
+                          dtype=q.mu.dtype)[:, index * b : (index + 1) * b]
         est = self.estimator(model, x, q, eps, self.bound)
         kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
         penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor

@@ -71,10 +71,13 @@ def check_free_bits(free_bits: float) -> None:
         raise VaezooError(f"free bits (lambda, nats per latent unit) must be >= 0 and finite, got {free_bits}")
 
 
-def penalised_kl(kl_per_unit: torch.Tensor, free_bits: float) -> torch.Tensor:
+def penalised_kl(kl_per_unit: torch.Tensor, free_bits: float, batch_mean=None) -> torch.Tensor:
     """[B]: the KL the loss penalises, per datapoint, from the closed-form KL per unit [B, d]. Its batch mean is
-    sum_u max(free_bits, mean_b KL_u): a unit whose batch mean is below the floor counts as the floor, a constant."""
+    sum_u max(free_bits, mean_b KL_u): a unit whose batch mean is below the floor counts as the floor, a constant.
+    ``batch_mean`` ([B, d] -> [d]; default: the mean over these rows): under data-parallel training, the mean over
+    the global batch, so every rank floors the same units as one process would."""
     if free_bits <= 0:
         return kl_per_unit.sum(-1)
-    below = kl_per_unit.detach().mean(0) < free_bits  # [d]
+    means = kl_per_unit.detach().mean(0) if batch_mean is None else batch_mean(kl_per_unit.detach())
+    below = means < free_bits  # [d]
     return torch.where(below, torch.full_like(kl_per_unit, free_bits), kl_per_unit).sum(-1)

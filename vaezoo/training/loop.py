@@ -23,6 +23,7 @@ from vaezoo.models import build_model
 from vaezoo.objectives import Objective
 from vaezoo.tracking import journal, ui
 from vaezoo.tracking.provenance import git_state, provenance, resolve_device, set_determinism
+from vaezoo.training import distributed
 from vaezoo.training.config import TrainConfig, check_batch_fits
 from vaezoo.training.evaluate import bounds_on_test_set, eval_rows
 from vaezoo.training.footprint import Footprint, check_fits
@@ -111,10 +112,11 @@ class TermWindow:
     checked in one transfer before anything is logged, evaluated or checkpointed, so a GPU is not
     synchronised every step."""
 
-    def __init__(self) -> None:
+    def __init__(self, world: distributed.World | None = None) -> None:
         self.pending: list[torch.Tensor] = []
         self.names: list[str] = []
         self.values: dict[str, list[float]] = {}
+        self.world = world  # data-parallel: the terms are averaged over ranks (the global batch's means)
 
     def add(self, out) -> None:
         self.names = ["bound", "loss", *out.terms]
@@ -123,7 +125,8 @@ class TermWindow:
     def check(self, done: int) -> None:
         """Move the pending terms to the host; a NaN or inf stops training, naming its term and step (the caller
         adds what the run keeps)."""
-        values = torch.stack(self.pending).cpu()
+        values = torch.stack(self.pending)
+        values = (values if self.world is None else self.world.average(values)).cpu()
         first = done - len(self.pending) + 1
         self.pending = []
         finite = torch.isfinite(values)
@@ -156,6 +159,7 @@ class Setup:
     x_test: torch.Tensor
     start: int
     checkpoint_step: int | None
+    replica: distributed.Replica | None = None  # data-parallel training: this rank's DDP replica
 
 
 def _check_before_loading(cfg: TrainConfig, device: torch.device) -> None:
@@ -195,15 +199,28 @@ def train(
     tracking_uri: str | None = None,
     tracking_fallback: str | None = None,
     progress: bool = True,
+    world: distributed.World | None = None,
 ) -> dict:
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input, before any work and
-    before the run folder is made; a fresh start that fails before its first checkpoint removes what it wrote."""
+    before the run folder is made; a fresh start that fails before its first checkpoint removes what it wrote.
+    ``world``: this rank of a data-parallel job whose process group is up (``vaezoo.training.distributed``);
+    every rank checks and prepares, then trains, and rank 0 alone writes (the others return {})."""
     rd = RunDir(Path(run_dir))
     cfg_dict = cfg.to_dict()
     cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
-    if track:  # before any work: an unreachable tracking server is refused in seconds
-        tracking.refuse_unreachable(tracking_uri, tracking_fallback)
-    setup = _prepare(cfg, rd, resume, cfg_hash)
+    def prepare() -> Setup:
+        if track and (world is None or world.writes):  # before any work: an unreachable server is refused in seconds
+            tracking.refuse_unreachable(tracking_uri, tracking_fallback)
+        return _prepare(cfg, rd, resume, cfg_hash)
+
+    if world is None:
+        setup = prepare()
+    else:  # every rank's checks pass before rank 0 writes anything
+        setup = world.agree(prepare)
+        setup.replica = distributed.replicate(setup.model, setup.objective, world)
+        if not world.writes:
+            _run_steps(cfg, rd, setup, tracking.start(False, rd.path.name), cfg_dict, cfg_hash, False)
+            return {}
     mark("prepared")
     skip_through = 0
     if resume:
@@ -212,7 +229,7 @@ def train(
     made_folder = not rd.path.exists()
     make_dir(rd.path, "run directory")
     try:
-        tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg)}
+        tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg), **distributed.tags(world, setup.device)}
         tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback)
         mark("tracking")
         last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
@@ -240,8 +257,12 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
                skip_through: int = 0) -> dict:
     """The steps from ``setup.start`` to the end, with logging, evaluation and checkpoints; returns the last
     evaluation. The tracker is ended as FAILED if a step raises. Metrics of steps up to ``skip_through`` are
-    not written again (a resumed run keeps the lines MLflow may hold: ``vaezoo.tracking.journal``)."""
+    not written again (a resumed run keeps the lines MLflow may hold: ``vaezoo.tracking.journal``). A
+    data-parallel rank other than 0 takes the same steps and checks the same terms, and writes, evaluates and
+    checkpoints nothing."""
     model, objective, optimizer, device, ds = setup.model, setup.objective, setup.optimizer, setup.device, setup.ds
+    replica = setup.replica
+    writes = replica is None or replica.world.writes
 
     def checkpoint(step: int) -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "objective": objective.state_dict()}
@@ -252,9 +273,9 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     data_gen = torch.Generator()
     noise_gen = torch.Generator(device=device)
     bar = progress_bar(progress, cfg.steps, setup.start, unit="step")
-    terms = TermWindow()
+    terms = TermWindow(None if replica is None else replica.world)
     last_eval: dict = {}
-    metrics_fh = journal.MetricsLog(rd.metrics, skip_through)
+    metrics_fh = journal.MetricsLog(rd.metrics, skip_through) if writes else None
     status = "FAILED"
     try:
         ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
@@ -267,17 +288,23 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
             objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
-            out = objective(model, x, noise_gen)
+            if replica is None:
+                out = objective(model, x, noise_gen)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+            else:  # this rank's rows of the global batch, gradients averaged over ranks
+                out = distributed.ddp_step(replica, optimizer, replica.world.rows(x), noise_gen)
             terms.add(out)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
             done = step + 1
             due_log, due_eval, due_checkpoint = (
                 done == cfg.steps or done % every == 0 for every in (cfg.log_every, cfg.eval_every, cfg.checkpoint_every)
             )
             if due_log or due_eval or due_checkpoint:
                 terms.check(done)
+            if not writes:
+                terms.values = {}  # checked, as on rank 0; rank 0 logs them
+                continue
             if due_log:
                 row = terms.log_row(cfg.batch_size, time.perf_counter() - t0)
                 _emit(metrics_fh, tracker, done, row)
@@ -297,7 +324,8 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
         status = "FINISHED"
     finally:
         bar.close()
-        metrics_fh.close()
+        if metrics_fh is not None:
+            metrics_fh.close()
         tracker.flush()
         if status == "FAILED":
             tracker.end("FAILED")
