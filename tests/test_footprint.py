@@ -80,3 +80,15 @@ def test_a_step_beyond_the_device_is_refused_with_both_figures(monkeypatch):
 def test_the_available_memory_of_this_machine_is_read():
     room = footprint.available_bytes(torch.device("cpu"))
     assert room is not None and 0 < room[0] and room[1]
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "conv"])
+def test_counting_on_the_cpu_and_on_the_meta_device_agree(backbone, monkeypatch):
+    """Small models are counted with one real datapoint on the CPU (fast), large ones on the meta device."""
+    from vaezoo.models import ModelConfig
+    from vaezoo.training import footprint
+
+    cfg = ModelConfig(name="vae", backbone=backbone, input_shape=(1, 28, 28))
+    on_cpu = footprint.Footprint.of(cfg)
+    monkeypatch.setattr(footprint, "REAL_COUNT_PARAMS", 0)
+    assert footprint.Footprint.of(cfg) == on_cpu

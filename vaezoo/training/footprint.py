@@ -1,7 +1,8 @@
 """The memory a step needs, estimated from the config before any work, and what the machine can hold.
 
-A model's sizes come from building it and running one datapoint through it on torch's ``meta`` device, which
-allocates nothing (so a latent size of 10^9 is counted, not allocated):
+A model's sizes come from building it and running one datapoint through it: on torch's ``meta`` device, which
+allocates nothing (so a latent size of 10^9 is counted, not allocated), or, for a model of at most 16M
+parameters, on the CPU (the meta device's first use costs about a second at every start):
   P  parameters;
   E  encoder elements per datapoint (the sum of every encoder layer's output);
   R  elements per latent sample: every decoder layer's output, the likelihood's per-pixel term (D) and
@@ -31,6 +32,7 @@ FLOAT_BYTES = 4
 STATE_COPIES = 4  # weights, gradients, Adam's first and second moments
 AUTOGRAD_COPIES = 2  # a layer's output kept for backward, and its gradient made there
 GIB = 2**30
+REAL_COUNT_PARAMS = 2**24  # up to 16M parameters (64 MiB) a model is built for real to be counted
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,11 @@ class Footprint:
     def of(cls, cfg: ModelConfig) -> Footprint:
         with torch.device("meta"):
             model = build_model(cfg)
+        device = "meta"
+        if sum(p.numel() for p in model.parameters()) <= REAL_COUNT_PARAMS:
+            # the first forward pass on the meta device loads torch's meta kernels (~1 s at every start); a model
+            # this small is counted on the CPU with one real datapoint in a few milliseconds instead
+            model, device = build_model(cfg), "cpu"
         counts = {"encoder": 0, "decoder": 0}
         hooks = [
             module.register_forward_hook(lambda _m, _i, out, part=part: counts.__setitem__(part, counts[part] + out.numel()))
@@ -53,8 +60,8 @@ class Footprint:
             if not any(module.children())  # leaves only: a container's output is its last layer's
         ]
         with torch.no_grad():
-            model.encoder(torch.empty(1, *cfg.input_shape, device="meta"))
-            model.decoder(torch.empty(1, cfg.latent_dim, device="meta"))
+            model.encoder(torch.zeros(1, *cfg.input_shape, device=device))
+            model.decoder(torch.zeros(1, cfg.latent_dim, device=device))
         for hook in hooks:
             hook.remove()
         per_sample = counts["decoder"] + math.prod(cfg.input_shape) + 3 * cfg.latent_dim

@@ -85,17 +85,29 @@ def _restore(ckpt: dict, model, optimizer, objective) -> int:
 
 
 def _start_tracking(rd: RunDir, cfg_dict: dict, cfg_hash: str, resume: bool, tags: dict, track: bool, uri: str | None,
-                    fallback: str | None = None):
+                    fallback: str | None = None, ds: Dataset | None = None):
     """The run's tracker (the same MLflow run on resume; a new one, with the params and the metrics so far,
-    for a run that has none in the store); config.json and run.json written beside it."""
+    for a run that has none in the store), made off the critical path (``tracking.DeferredTracker``: training
+    starts while MLflow loads); config.json written now, run.json now and again with the MLflow run's id."""
     tags = {**tags, "run_dir": str(rd.path.resolve())}
-    tracker = tracking.start_training(track, rd.path, rd.path.name, tracking.training_params(cfg_dict, cfg_hash), tags,
-                                      uri, fallback)
     if not resume or not rd.read_run():
         save_json(rd.config, {"config": cfg_dict, "config_hash": cfg_hash})
-    tracker.set_tags(tags)
-    save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
-    return tracker
+    save_json(rd.run, {"tags": tags, "mlflow_run_id": None, "tracking_uri": None})
+
+    def make():
+        tracker = tracking.start_training(track, rd.path, rd.path.name, tracking.training_params(cfg_dict, cfg_hash),
+                                          tags, uri, fallback)
+        tracker.set_tags(tags)
+        save_json(rd.run, {"tags": tags, "mlflow_run_id": tracker.run_id, "tracking_uri": tracker.uri})
+        if ds is not None:
+            ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
+        return tracker
+
+    if not track:
+        return make()
+    tracking.require_mlflow()  # refused before any step, as is a folder another live process trains
+    tracking.check_owner(rd.path)
+    return tracking.DeferredTracker(make, rd.path)
 
 
 def _said_warnings(cfg: TrainConfig) -> dict:
@@ -230,7 +242,7 @@ def train(
     make_dir(rd.path, "run directory")
     try:
         tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg), **distributed.tags(world, setup.device)}
-        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback)
+        tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback, setup.ds)
         mark("tracking")
         last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
     except BaseException as exc:
@@ -265,6 +277,9 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     writes = replica is None or replica.world.writes
 
     def checkpoint(step: int) -> None:
+        # a checkpointed run is one MLflow knows: the tracker, started beside the first steps, is waited for here
+        if isinstance(tracker, tracking.DeferredTracker):
+            tracker.ready()
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "objective": objective.state_dict()}
         save_checkpoint(rd.checkpoint, {"step": step, "config": cfg_dict, "config_hash": cfg_hash, **state,
                                         "rng": {"torch": torch.get_rng_state()}})
@@ -278,7 +293,6 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     metrics_fh = journal.MetricsLog(rd.metrics, skip_through) if writes else None
     status = "FAILED"
     try:
-        ui.present_training(tracker, cfg_dict, cfg_hash, ds, git_state()["git_sha"])
         mark("steps_begin")
         t0 = time.perf_counter()
         model.train()
