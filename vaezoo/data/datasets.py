@@ -48,6 +48,7 @@ class Dataset:
     test: torch.Tensor
     info: dict = field(default_factory=dict)
     truth: object | None = None  # the linear-Gaussian ground truth, where there is one
+    labels: dict[str, torch.Tensor] | None = None  # {"train": [N], "test": [M]} class labels, where known
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -69,7 +70,9 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
 def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict) -> Dataset:
     tr, te = stratified_split(y, 0.2, seed=0)
     t = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape)
-    return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)})
+    labels = {"train": torch.as_tensor(y[tr], dtype=torch.long), "test": torch.as_tensor(y[te], dtype=torch.long)}
+    return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)},
+                   labels=labels)
 
 
 def load_mnist5k(cfg: DataConfig) -> Dataset:

@@ -1,0 +1,97 @@
+"""Reproduction studies: the command's contract through the real command, the tiny preset of each study asserting
+the claim's direction on fixed seeds, and results that do not depend on how jobs were scheduled."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaezoo.studies import STUDIES, get_study
+from vaezoo.studies.runner import run_study
+
+VAEZOO = Path(sys.executable).parent / "vaezoo"
+
+
+def vaezoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+
+
+def test_list_names_each_study_on_one_line(tmp_path):
+    proc = vaezoo("study", "--list", cwd=tmp_path)
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(STUDIES)
+
+
+def test_every_registered_study_has_tiny_quick_and_full_presets():
+    for name in STUDIES:
+        assert {"tiny", "quick", "full"} <= set(get_study(name).presets), name
+
+
+def test_bad_input_is_one_error_line_and_nothing_is_written(tmp_path):
+    one_error_line(vaezoo("study", "no-such-study", "--out", "a", "--no-track", cwd=tmp_path), "unknown study", "prior-sampling")
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "huge", "--out", "b", "--no-track", cwd=tmp_path),
+                   "unknown preset", "tiny")
+    one_error_line(vaezoo("study", "prior-sampling", "--seeds", "2", "--out", "c", "--no-track", cwd=tmp_path), "--seeds")
+    assert not any((tmp_path / d).exists() for d in "abc")
+    # a folder holding another study's results is refused, untouched, unless --force
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({"study": "organisation"}))
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "tiny", "--out", str(other), "--no-track", cwd=tmp_path),
+                   "organisation", "--force")
+    assert sorted(p.name for p in other.iterdir()) == ["study.json"]
+    proc = vaezoo("study", "kl-direction", "--preset", "tiny", "--out", str(other), "--no-track", "--force", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((other / "study.json").read_text())["study"] == "kl-direction"
+    assert "kl-direction: holds." in proc.stdout
+    # a folder of unrelated files is refused too
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "tiny", "--out", "mine", "--no-track", cwd=tmp_path),
+                   "holds no study's results")
+
+
+@pytest.fixture(scope="module")
+def prior_sampling_tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prior-sampling")
+    return out, run_study("prior-sampling", "tiny", out, workers=0, track=False)
+
+
+def test_prior_sampling_tiny_ae_scores_worse_than_the_vae_on_every_seed(prior_sampling_tiny):
+    out, record = prior_sampling_tiny
+    jobs, numbers = record["jobs"], record["numbers"]
+    assert numbers["controls_valid"]
+    for seed in record["seeds"]:
+        assert jobs[f"ae/seed{seed}"]["mmd2"] > jobs[f"vae/seed{seed}"]["mmd2"] + 0.1
+    assert numbers["mmd2_ae_minus_vae"]["lo"] > 0
+    assert record["verdict"] == "holds"
+    report = (out / "report.md").read_text()
+    assert "**Verdict: holds.**" in report and "control: N(0, 21 I)" in report
+    for png in ("mmd.png", "ae-prior-samples.png", "vae-prior-samples.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_study_results_do_not_depend_on_scheduling(prior_sampling_tiny, tmp_path):
+    _, in_process = prior_sampling_tiny
+    two_workers = run_study("prior-sampling", "tiny", tmp_path / "w2", workers=2, track=False)
+    assert two_workers["jobs"] == in_process["jobs"]
+    assert two_workers["numbers"] == in_process["numbers"]
+
+
+def test_kl_direction_tiny_q_p_is_narrow_on_one_mode_and_p_q_is_moment_matching(tmp_path):
+    record = run_study("kl-direction", "tiny", tmp_path / "kl", workers=0, track=False)
+    n = record["numbers"]
+    assert record["verdict"] == "holds"
+    assert n["q_p_narrower_every_start"] and n["p_q_is_moment_matching"]
+    assert abs(abs(n["q_p_best_fit"]["m"]) - 2.0) < 0.01 and abs(n["q_p_best_fit"]["sigma"] - 0.5) < 0.01

@@ -1,0 +1,28 @@
+"""The one registry of studies: name -> (module, one-line summary). A module is imported only when its study
+is run, so ``vaezoo study --list`` and ``--help`` load no torch."""
+
+from __future__ import annotations
+
+import importlib
+
+from vaezoo.core.errors import VaezooError
+
+STUDIES: dict[str, tuple[str, str]] = {
+    "prior-sampling": ("vaezoo.studies.prior_sampling",
+                       "AE vs beta=1 VAE: do prior draws land where the decoder was trained? (MMD to the prior)"),
+    "kl-direction": ("vaezoo.studies.kl_direction",
+                     "Gaussian fit to a bimodal target: KL(q||p) seeks one mode, KL(p||q) covers both"),
+}
+
+
+def study_names() -> list[str]:
+    return list(STUDIES)
+
+
+def get_study(name: str):
+    """The ``STUDY`` instance of a registered study; an unknown name is a VaezooError naming the choices."""
+    if name not in STUDIES:
+        raise VaezooError(f"unknown study '{name}'; choose from {', '.join(STUDIES)}")
+    study = importlib.import_module(STUDIES[name][0]).STUDY
+    assert study.name == name, f"{STUDIES[name][0]}.STUDY is named '{study.name}', registered as '{name}'"
+    return study
