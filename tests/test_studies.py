@@ -95,3 +95,24 @@ def test_kl_direction_tiny_q_p_is_narrow_on_one_mode_and_p_q_is_moment_matching(
     assert record["verdict"] == "holds"
     assert n["q_p_narrower_every_start"] and n["p_q_is_moment_matching"]
     assert abs(abs(n["q_p_best_fit"]["m"]) - 2.0) < 0.01 and abs(n["q_p_best_fit"]["sigma"] - 0.5) < 0.01
+
+
+def test_organisation_tiny_controls_and_the_ae_organises_better_than_a_high_beta_vae(tmp_path):
+    record = run_study("organisation", "tiny", tmp_path / "org", workers=0, track=False)
+    controls, jobs = record["numbers"]["controls"], record["jobs"]
+    assert controls["binary pixels (the models' input)"] > 0.7  # an identity representation separates the digits
+    assert controls["constant"] < 0.2 and controls["pixels, shuffled labels"] < 0.2  # chance is 1/10
+    for seed in record["seeds"]:  # beta = 4 squeezes the codes towards the prior; reconstruction alone does not
+        assert jobs[f"ae/seed{seed}"]["knn_accuracy"] > jobs[f"beta4/seed{seed}"]["knn_accuracy"]
+    assert record["verdict"] in ("holds", "does not hold", "depends") and (tmp_path / "org" / "knn.png").is_file()
+
+
+def test_samples_per_z_tiny_k1_beats_k16_at_equal_compute_and_iwae_bounds_sit_above_the_elbo(tmp_path):
+    record = run_study("samples-per-z", "tiny", tmp_path / "spz", workers=0, track=False)
+    jobs = record["jobs"]
+    for seed in record["seeds"]:
+        assert jobs[f"elbo-k1/seed{seed}"]["elbo"] > jobs[f"elbo-k16/seed{seed}"]["elbo"]
+    for key, r in jobs.items():  # L_1 <= L_64 on the same model, and the IS estimate is the tightest
+        assert r["iwae_k64"] >= r["elbo"], key
+        assert r["ll_is"] >= r["elbo"], key
+    assert record["verdict"] == "holds"

@@ -12,6 +12,10 @@ STUDIES: dict[str, tuple[str, str]] = {
                        "AE vs beta=1 VAE: do prior draws land where the decoder was trained? (MMD to the prior)"),
     "kl-direction": ("vaezoo.studies.kl_direction",
                      "Gaussian fit to a bimodal target: KL(q||p) seeks one mode, KL(p||q) covers both"),
+    "samples-per-z": ("vaezoo.studies.samples_per_z",
+                      "equal compute B x K: is one z-sample per image enough? (K = 1, 4, 16; K-sample ELBO and IWAE)"),
+    "organisation": ("vaezoo.studies.organisation",
+                     "k-NN class accuracy of latent means (AE, VAE, beta-VAE): organisation from reconstruction, not KL?"),
 }
 
 
