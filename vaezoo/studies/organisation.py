@@ -16,7 +16,7 @@ from vaezoo.studies import intervals as iv
 from vaezoo.studies.base import Job, JobContext, Report, Study
 from vaezoo.studies.figures import interval_bars
 from vaezoo.studies.measures import knn_accuracy
-from vaezoo.studies.training import study_data, train_job, user_config
+from vaezoo.studies.training import study_data, train_variant
 
 VARIANTS = {
     "AE": ({"name": "ae"}, {}),
@@ -51,10 +51,7 @@ class Organisation(Study):
         return [Job(f"{SLUG[v]}/seed{s}", s, {"variant": v, "params": params}) for v in VARIANTS for s in seeds]
 
     def run_job(self, job: Job, ctx: JobContext) -> dict:
-        params, variant = job.payload["params"], job.payload["variant"]
-        model_cfg, objective = VARIANTS[variant]
-        model, cfg, final = train_job(job, ctx, user_config(params, job.seed, model_cfg, objective))
-        data = study_data(cfg.data.name, cfg.data.binarize)
+        model, data, final = train_variant(job, ctx, VARIANTS)
         acc = knn_accuracy(latent_means(model, data.train), data.labels["train"], latent_means(model, data.test),
                            data.labels["test"], K)
         return {"knn_accuracy": acc, "test_bound": final.get("test_elbo", final.get("test_recon"))}

@@ -15,7 +15,7 @@ from vaezoo.studies import intervals as iv
 from vaezoo.studies.base import Job, JobContext, Report, Study
 from vaezoo.studies.figures import image_grid, interval_bars
 from vaezoo.studies.measures import nn_distance, prior_mmd, prior_mmd_controls
-from vaezoo.studies.training import study_data, train_job, user_config
+from vaezoo.studies.training import study_data, train_variant
 
 VARIANTS = {"ae": ({"name": "ae"}, {}), "vae": ({"name": "vae"}, {"beta": 1.0})}
 NEAR_IDEAL = 0.01  # |MMD^2| of exact N(0, I) codes stays below this; the far controls score > 0.1 (d = 2..64)
@@ -49,10 +49,8 @@ class PriorSampling(Study):
         return [Job(f"{v}/seed{s}", s, {"variant": v, "params": params}) for v in VARIANTS for s in seeds]
 
     def run_job(self, job: Job, ctx: JobContext) -> dict:
-        params, variant = job.payload["params"], job.payload["variant"]
-        model_cfg, objective = VARIANTS[variant]
-        model, cfg, final = train_job(job, ctx, user_config(params, job.seed, model_cfg, objective))
-        data = study_data(cfg.data.name, cfg.data.binarize)
+        params = job.payload["params"]
+        model, data, final = train_variant(job, ctx, VARIANTS)
         g = torch.Generator().manual_seed(10_000 + job.seed)
         mmd = prior_mmd(codes(model, data.train, g), g, params["n_codes"], params["permutations"])
         samples = model.sample(500, generator=g)

@@ -55,3 +55,11 @@ def train_job(job: Job, ctx: JobContext, user: dict):
     final = train(cfg, run_dir, track=ctx.track, tracking_uri=ctx.tracking_uri, progress=False)
     model, _ = load_run_model(run_dir)
     return model.eval(), cfg, final
+
+
+def train_variant(job: Job, ctx: JobContext, variants: dict):
+    """Train the variant ``job.payload["variant"]`` names in ``variants`` (label -> (model config, objective)) with
+    the preset's networks; returns (model, its StudyData, final metrics)."""
+    model_cfg, objective = variants[job.payload["variant"]]
+    model, cfg, final = train_job(job, ctx, user_config(job.payload["params"], job.seed, model_cfg, objective))
+    return model, study_data(cfg.data.name, cfg.data.binarize), final
