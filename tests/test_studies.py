@@ -116,3 +116,16 @@ def test_samples_per_z_tiny_k1_beats_k16_at_equal_compute_and_iwae_bounds_sit_ab
         assert r["iwae_k64"] >= r["elbo"], key
         assert r["ll_is"] >= r["elbo"], key
     assert record["verdict"] == "holds"
+
+
+def test_beta_sweep_tiny_high_beta_shrinks_kl_and_active_units_and_beta0_reconstructs_best(tmp_path):
+    record = run_study("beta-sweep", "tiny", tmp_path / "beta", workers=0, track=False)
+    jobs, seeds = record["jobs"], record["seeds"]
+    for s in seeds:
+        b0, b1, b64 = (jobs[f"beta{b}/seed{s}"] for b in ("0", "1", "64"))
+        assert b64["kl"] < b1["kl"] < b0["kl"]
+        assert b64["active_units"] <= b1["active_units"]
+        assert b0["recon"] > b1["recon"]
+        assert b1["elbo"] <= b1["ll_is"]  # the logged ELBO is the beta = 1 bound, below the IS estimate
+    assert sum(jobs[f"beta64/seed{s}"]["active_units"] for s in seeds) < sum(jobs[f"beta1/seed{s}"]["active_units"] for s in seeds)
+    assert (tmp_path / "beta" / "sweep.png").is_file() and (tmp_path / "beta" / "samples-beta64.png").is_file()

@@ -16,6 +16,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                       "equal compute B x K: is one z-sample per image enough? (K = 1, 4, 16; K-sample ELBO and IWAE)"),
     "organisation": ("vaezoo.studies.organisation",
                      "k-NN class accuracy of latent means (AE, VAE, beta-VAE): organisation from reconstruction, not KL?"),
+    "beta-sweep": ("vaezoo.studies.beta_sweep",
+                   "beta from 0 to 64: reconstruction, KL, active units, IS log-likelihood; does high beta collapse?"),
 }
 
 
