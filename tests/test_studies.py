@@ -149,3 +149,25 @@ def test_rainforth_snr_tiny_decoder_snr_rises_encoder_falls_behind_it_and_the_re
     far = effective_sample_size(linear_gaussian_model(0, 0.3), x, 1000, torch.Generator().manual_seed(0))
     near = effective_sample_size(linear_gaussian_model(0, 0.0), x, 1000, torch.Generator().manual_seed(0))
     assert far < 0.1 < 0.99 < near  # at the exact posterior every weight equals p(x): ESS = S
+
+
+@pytest.mark.slow
+def test_a_tracked_study_is_one_parent_run_with_each_fit_and_training_a_child(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = run_study("prior-sampling", "tiny", tmp_path / "ps", workers=2, track=True, tracking_uri=uri)
+    run_study("kl-direction", "tiny", tmp_path / "kl", workers=0, track=True, tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("vaezoo")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = {r.info.run_name: r for r in runs if r.data.tags.get("vaezoo.kind") == "study"}
+    assert set(parents) == {"study-prior-sampling-tiny", "study-kl-direction-tiny"}
+    ps = parents["study-prior-sampling-tiny"]
+    assert ps.data.tags["vaezoo.verdict"] == record["verdict"] and ps.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ps.info.run_id]
+    assert len(children) == len(record["jobs"]) and all(c.data.tags["vaezoo.kind"] == "train" for c in children)
+    fits = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents["study-kl-direction-tiny"].info.run_id]
+    assert len(fits) == 3
+    artifacts = {a.path for a in client.list_artifacts(ps.info.run_id)}
+    assert {"report.md", "study.json", "mmd.png"} <= artifacts

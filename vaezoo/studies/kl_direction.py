@@ -86,7 +86,7 @@ class KLDirection(Study):
         params = job.payload["params"]
         out = {d: fit(params, d, job.seed) for d in ("q||p", "p||q")}
         child_run(ctx, f"kl-direction-fit-seed{job.seed}", {"seed": job.seed, **params},
-                  {f"{d.replace('||', '_')}.{k}": v for d, r in out.items() for k, v in r.items()})
+                  {f"{d.replace('||', '_')}.{k}": v for d, r in out.items() for k, v in r.items()})  # '|' is no metric name
         return out
 
     def analyse(self, params: dict, seeds: list[int], results: dict[str, dict]) -> Report:

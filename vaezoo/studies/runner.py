@@ -14,6 +14,7 @@ folder) unless ``runs_dir`` puts them elsewhere.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -55,6 +56,11 @@ def check_out_folder(out: Path, name: str, force: bool) -> None:
     if owner != name:
         raise VaezooError(f"output folder '{out}' holds the results of study '{owner}', not '{name}'; "
                           "choose another folder or pass --force")
+
+
+def metric_name(key: str) -> str:
+    """A report's number key as MLflow accepts it (alphanumerics, _ - . space : /): 'N(0, I)' -> 'N_0_ I_'."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key)
 
 
 def _execute(name: str, job: Job, ctx: JobContext) -> tuple[str, dict]:
@@ -147,7 +153,7 @@ def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, wo
             atomic_write_bytes(out / fname, png)
         atomic_write_text(out / "report.md", render(study, preset, seed_list, report, command))
         save_json(out / MARKER, record)
-        parent.log_metrics({k: v for k, v in tracking.flatten(report.numbers).items()
+        parent.log_metrics({metric_name(k): v for k, v in tracking.flatten(report.numbers).items()
                             if isinstance(v, (int, float)) and not isinstance(v, bool)}, 0)
         parent.set_tags({"vaezoo.verdict": report.verdict, "vaezoo.study_seconds": round(time.perf_counter() - t0, 1)})
         for f in ("report.md", MARKER, *report.figures):
