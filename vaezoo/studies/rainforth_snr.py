@@ -95,21 +95,35 @@ class RainforthSNR(Study):
         slopes = {k: iv.t_interval([r[k]["slope"] for r in runs]) for k in keys}
         ess = [r["ess_fraction"] for r in runs]
         in_regime = all(e >= ESS_REGIME for e in ess)
-        agree = {k: (slopes[k]["lo"] <= EXPECTED[tuple(k.split("."))] <= slopes[k]["hi"]) if tuple(k.split(".")) in EXPECTED
-                 else slopes[k]["hi"] >= -0.1 for k in keys}
+        per_x = {k: [self._agrees(k, r[k]) for r in runs] for k in keys}
+        agree = {k: all(v) for k, v in per_x.items()}
+        wrong_sign = [k for k in keys if EXPECTED.get(tuple(k.split("."))) is not None
+                      and all(r[k]["slope"] * EXPECTED[tuple(k.split("."))] < 0 for r in runs)]
         text = "; ".join(f"{k}: {iv.fmt(slopes[k])}" for k in keys)
+        misses = "; ".join(f"{k} at x {', '.join(str(s) for s, ok in zip(seeds, per_x[k]) if not ok)}"
+                           for k in keys if not agree[k])
         if not in_regime:
             verdict, why = "depends", (f"the importance weights' ESS / S at some x is below {ESS_REGIME} ({', '.join(f'{e:.3f}' for e in ess)}): "
                                        f"the asymptotic regime is not reached there, so the slopes ({text}) are not a test of the theory.")
+        elif wrong_sign:
+            verdict, why = "does not hold", f"{', '.join(wrong_sign)} slope the wrong way at every x ({text})."
         elif all(agree.values()):
-            verdict, why = "holds", (f"every slope's interval over seeds holds the expected value (encoder reparam -1/2, "
-                                     f"decoders +1/2, DReG encoder not falling): {text}; ESS / S >= {min(ess):.2f} at every x.")
+            verdict, why = "holds", (f"at every x each slope's bootstrap interval holds the expected value (encoder reparam -1/2, "
+                                     f"decoders +1/2, DReG encoder not falling); over x: {text}; ESS / S >= {min(ess):.2f}.")
         else:
-            bad = [k for k, ok in agree.items() if not ok]
-            verdict, why = "does not hold", f"{', '.join(bad)} miss their expected slope with the weights in regime ({text})."
-        numbers = {"slopes": slopes, "per_x": runs, "ess_fraction": ess, "in_regime": in_regime, "agrees": agree,
+            verdict, why = "depends", (
+                f"no slope goes the wrong way at every x, but at some x a bootstrap interval misses the expected value "
+                f"({misses}); over x: {text}. The weights are well behaved (ESS / S >= {min(ess):.2f}), so what is not reached "
+                f"is the large-K limit: the slopes are asymptotic in K and these K run from {params['ks'][0]} to {params['ks'][-1]}.")
+        numbers = {"slopes": slopes, "per_x": runs, "ess_fraction": ess, "in_regime": in_regime, "agrees_at_every_x": agree,
                    "expected": {".".join(k): v for k, v in EXPECTED.items()}}
         return Report(verdict, why, self._sections(params, keys, slopes, runs, seeds), numbers, {"slopes.png": self._figure(keys, slopes, runs)})
+
+    @staticmethod
+    def _agrees(key: str, fit: dict) -> bool:
+        """Whether one x's bootstrap interval holds the expected slope ('not falling': its upper end >= 0)."""
+        expected = EXPECTED.get(tuple(key.split(".")))
+        return fit["hi"] >= 0 if expected is None else fit["lo"] <= expected <= fit["hi"]
 
     @staticmethod
     def _figure(keys: list[str], slopes: dict, runs: list[dict]) -> bytes:
