@@ -192,3 +192,13 @@ def test_study_list_and_help_load_no_torch(tmp_path):
     proc = subprocess.run([str(VAEZOO), "study", "kl-direction", "--preset", "tiny", "--no-track", "--out", "o"],
                           capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert proc.returncode != 0 and "torch is not installed here" in proc.stderr
+
+
+def test_dreg_gain_tiny_dreg_beats_reparam_on_each_seed_and_iwae_bounds_sit_above_the_elbo(tmp_path):
+    record = run_study("dreg-gain", "tiny", tmp_path / "dreg", workers=0, track=False)
+    jobs = record["jobs"]
+    for key, r in jobs.items():
+        assert r["elbo"] <= r["iwae_k64"] <= r["ll_is"] + 3 * r["ll_is_mc_se"] + 1e-6, key  # L_1 <= L_64 <~ L_S
+    for seed in record["seeds"]:  # the same seed, data and noise: only the encoder's estimator differs
+        assert jobs[f"dreg/seed{seed}"]["ll_is"] > jobs[f"reparam/seed{seed}"]["ll_is"]  # the claim's direction
+    assert record["numbers"]["dreg_minus_reparam"]["ll_is"]["n"] == 3

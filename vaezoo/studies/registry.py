@@ -20,6 +20,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                    "beta from 0 to 64: reconstruction, KL, active units, IS log-likelihood; does high beta collapse?"),
     "rainforth-snr": ("vaezoo.studies.rainforth_snr",
                       "IWAE gradient SNR vs K on the linear-Gaussian model: encoder -1/2, decoder +1/2, DReG; with ESS"),
+    "dreg-gain": ("vaezoo.studies.dreg_gain",
+                  "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
 }
 
 
