@@ -60,15 +60,18 @@ class BetaSweep(Study):
             f"recon at beta={low:g} above beta=1": iv.direction(iv.paired(per[low]["recon"], per[1.0]["recon"])),
             f"KL at beta={high:g} below beta=1": iv.direction(iv.paired(per[high]["kl"], per[1.0]["kl"])),
             f"active units at beta={high:g} below beta=1": iv.direction(iv.paired(per[high]["active_units"], per[1.0]["active_units"])),
+            f"IS log-likelihood at beta={high:g} below beta=1": iv.direction(iv.paired(per[high]["ll_is"], per[1.0]["ll_is"])),
         }
         wanted = {k: ("above" if "above" in k else "below") for k in checks}
         diffs = {
             "recon_low_minus_1": iv.paired(per[low]["recon"], per[1.0]["recon"]),
             "kl_high_minus_1": iv.paired(per[high]["kl"], per[1.0]["kl"]),
             "active_units_high_minus_1": iv.paired(per[high]["active_units"], per[1.0]["active_units"]),
+            "ll_is_high_minus_1": iv.paired(per[high]["ll_is"], per[1.0]["ll_is"]),
         }
         text = (f"reconstruction beta={low:g} - beta=1: {iv.fmt(diffs['recon_low_minus_1'], 2)} nats; KL beta={high:g} - beta=1: "
-                f"{iv.fmt(diffs['kl_high_minus_1'], 2)} nats; active units beta={high:g} - beta=1: {iv.fmt(diffs['active_units_high_minus_1'], 1)}")
+                f"{iv.fmt(diffs['kl_high_minus_1'], 2)} nats; active units beta={high:g} - beta=1: {iv.fmt(diffs['active_units_high_minus_1'], 1)}; "
+                f"IS log-likelihood beta={high:g} - beta=1: {iv.fmt(diffs['ll_is_high_minus_1'], 2)} nats")
         if all(checks[k] == wanted[k] for k in checks):
             verdict, why = "holds", f"every direction holds with its interval excluding 0 ({text})."
         elif any(checks[k] not in ("zero", wanted[k]) for k in checks):
