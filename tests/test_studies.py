@@ -202,3 +202,24 @@ def test_dreg_gain_tiny_dreg_beats_reparam_on_each_seed_and_iwae_bounds_sit_abov
     for seed in record["seeds"]:  # the same seed, data and noise: only the encoder's estimator differs
         assert jobs[f"dreg/seed{seed}"]["ll_is"] > jobs[f"reparam/seed{seed}"]["ll_is"]  # the claim's direction
     assert record["numbers"]["dreg_minus_reparam"]["ll_is"]["n"] == 3
+
+
+def test_interpolation_tiny_controls_and_paths(tmp_path):
+    record = run_study("interpolation", "tiny", tmp_path / "interp", workers=0, track=False)
+    n = record["numbers"]
+    assert n["controls_valid"] and n["controls"]["two clusters"] > 10 * n["controls"]["ball N(0, I)"]
+    for key, r in record["jobs"].items():
+        assert r["roughness"] >= 1.0 - 1e-9, key  # a path is never shorter than the straight line between its ends
+        assert 0.3 < r["off_support_ratio"] < 3, key
+    assert (tmp_path / "interp" / "ae-paths.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_off_support_ratio_is_one_for_held_out_codes_themselves():
+    import torch
+
+    from vaezoo.studies.measures import off_support_ratio
+
+    g = torch.Generator().manual_seed(0)
+    train, held = torch.randn(1000, 4, generator=g), torch.randn(300, 4, generator=g)
+    assert off_support_ratio(held, train, held) == 1.0
+    assert off_support_ratio(held + 10, train, held) > 5

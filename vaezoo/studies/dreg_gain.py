@@ -13,7 +13,7 @@ from __future__ import annotations
 from vaezoo.studies import intervals as iv
 from vaezoo.studies.base import Job, JobContext, Report, Study
 from vaezoo.studies.figures import interval_bars
-from vaezoo.studies.training import train_variant
+from vaezoo.studies.training import train_variant, variant_jobs
 
 ESTIMATORS = ("reparam", "dreg")
 METRICS = ("ll_is", "iwae_k64", "elbo", "active_units")
@@ -34,7 +34,7 @@ class DRegGain(Study):
     }
 
     def jobs(self, params: dict, seeds: list[int]) -> list[Job]:
-        return [Job(f"{e}/seed{s}", s, {"variant": e, "params": params}) for e in ESTIMATORS for s in seeds]
+        return variant_jobs(ESTIMATORS, params, seeds)
 
     def run_job(self, job: Job, ctx: JobContext) -> dict:
         from vaezoo.training.evaluate import evaluate

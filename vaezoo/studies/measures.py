@@ -88,3 +88,41 @@ def knn_accuracy(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     votes = train_y[nearest]
     predicted = torch.mode(votes, dim=1).values
     return float((predicted == test_y).double().mean())
+
+
+def off_support_ratio(points: torch.Tensor, train_codes: torch.Tensor, heldout_codes: torch.Tensor) -> float:
+    """Median distance of ``points`` to the nearest training code over the median of the same for held-out codes:
+    ~1 (or below) where the points lie among the codes, >> 1 where they fall in gaps. Relative to the model's own
+    codes, so it asks where *this* decoder was trained (for prior draws, which must match N(0, I), use prior_mmd)."""
+    near = torch.cdist(points.double(), train_codes.double()).min(1).values.median()
+    ref = torch.cdist(heldout_codes.double(), train_codes.double()).min(1).values.median()
+    return float(near / ref)
+
+
+def off_support_controls(d: int, generator: torch.Generator, n: int = 2000, pairs: int = 500) -> dict:
+    """``off_support_ratio`` of midpoints of random code pairs, for code sets whose answer is known."""
+
+    def ball(m):
+        return torch.randn(m, d, generator=generator, dtype=torch.float64)
+
+    def sheet(m):
+        z = ball(m)
+        z[:, d // 2 :] = 0
+        return z
+
+    def clusters(m):
+        z = 0.3 * ball(m)
+        z[: m // 2, 0] += 5
+        z[m // 2 :, 0] -= 5
+        return z[torch.randperm(m, generator=generator)]
+
+    def shell(m):
+        z = ball(m)
+        return 3 * z / z.norm(dim=1, keepdim=True) + 0.05 * ball(m)
+
+    out = {}
+    for label, draw in (("ball N(0, I)", ball), ("flat sheet", sheet), ("two clusters", clusters), ("sphere shell", shell)):
+        codes, held = draw(n), draw(500)
+        a, b = torch.randint(n, (pairs,), generator=generator), torch.randint(n, (pairs,), generator=generator)
+        out[label] = off_support_ratio((codes[a] + codes[b]) / 2, codes, held)
+    return out

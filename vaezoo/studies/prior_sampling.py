@@ -15,7 +15,7 @@ from vaezoo.studies import intervals as iv
 from vaezoo.studies.base import Job, JobContext, Report, Study
 from vaezoo.studies.figures import image_grid, interval_bars
 from vaezoo.studies.measures import nn_distance, prior_mmd, prior_mmd_controls
-from vaezoo.studies.training import study_data, train_variant
+from vaezoo.studies.training import study_data, train_variant, variant_jobs
 
 VARIANTS = {"ae": ({"name": "ae"}, {}), "vae": ({"name": "vae"}, {"beta": 1.0})}
 NEAR_IDEAL = 0.01  # |MMD^2| of exact N(0, I) codes stays below this; the far controls score > 0.1 (d = 2..64)
@@ -46,7 +46,7 @@ class PriorSampling(Study):
     }
 
     def jobs(self, params: dict, seeds: list[int]) -> list[Job]:
-        return [Job(f"{v}/seed{s}", s, {"variant": v, "params": params}) for v in VARIANTS for s in seeds]
+        return variant_jobs(VARIANTS, params, seeds)
 
     def run_job(self, job: Job, ctx: JobContext) -> dict:
         params = job.payload["params"]

@@ -22,6 +22,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                       "IWAE gradient SNR vs K on the linear-Gaussian model: encoder -1/2, decoder +1/2, DReG; with ESS"),
     "dreg-gain": ("vaezoo.studies.dreg_gain",
                   "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
+    "interpolation": ("vaezoo.studies.interpolation",
+                      "AE vs VAE latent paths: roughness of the decoded path, midpoints off the codes (validated)"),
 }
 
 

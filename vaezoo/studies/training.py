@@ -57,6 +57,11 @@ def train_job(job: Job, ctx: JobContext, user: dict):
     return model.eval(), cfg, final
 
 
+def variant_jobs(variants, params: dict, seeds: list[int]) -> list[Job]:
+    """One job per (variant, seed), keyed ``variant/seedN``, for ``train_variant`` to run."""
+    return [Job(f"{v}/seed{s}", s, {"variant": v, "params": params}) for v in variants for s in seeds]
+
+
 def train_variant(job: Job, ctx: JobContext, variants: dict):
     """Train the variant ``job.payload["variant"]`` names in ``variants`` (label -> (model config, objective)) with
     the preset's networks; returns (model, its StudyData, final metrics)."""
