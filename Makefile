@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: bench test test-slow bench-ci lint venv clean
+.PHONY: bench test test-slow bench-ci lint venv clean studies
 
 venv: $(STAMP)
 
@@ -39,6 +39,14 @@ bench-ci: $(STAMP) $(BENCH_STAMP)
 	mkdir -p $(dir $(BENCH_JSON))
 	$(PY) -m pytest -q -m "not slow" benchmarks --benchmark-json=$(BENCH_JSON) --benchmark-columns=median,iqr,rounds
 	$(PY) benchmarks/check_ratios.py $(BENCH_JSON)
+
+# The reproduction studies' quick reports, committed in docs/studies/NAME/ (report.md, study.json, small PNGs);
+# the trained models' run folders go to runs/studies/ (not committed). STUDIES=name picks some.
+STUDIES ?= prior-sampling kl-direction samples-per-z organisation beta-sweep rainforth-snr dreg-gain interpolation
+studies: $(STAMP)
+	for s in $(STUDIES); do \
+	  $(VENV)/bin/vaezoo study $$s --quick --out docs/studies/$$s --runs-dir runs/studies --no-track || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check vaezoo exporters tests benchmarks

@@ -77,6 +77,7 @@ UNMAKEABLE = [
     (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder", "vaezoo.bench.gradvar.load_source"),
     (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder", "vaezoo.bench.claims.run_claims"),
     (["bench", "sampling", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.sampling.sampling_bench"),
+    (["study", "kl-direction", "--preset", "tiny", "--no-track", "--out"], "output folder", "vaezoo.studies.runner.run_jobs"),
 ]
 
 

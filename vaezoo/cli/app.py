@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from vaezoo.cli import bench, distribution, info, report
+from vaezoo.cli import bench, distribution, info, report, study
 from vaezoo.cli import train as train_commands
 
 
@@ -15,5 +15,6 @@ def cli() -> None:
     """vaezoo: reference VAEs, their bounds and gradient estimators, and honest benchmarks."""
 
 
-for _command in (*info.COMMANDS, *train_commands.COMMANDS, bench.bench, *distribution.COMMANDS, *report.COMMANDS):
+for _command in (*info.COMMANDS, *train_commands.COMMANDS, bench.bench, *distribution.COMMANDS, *report.COMMANDS,
+                 *study.COMMANDS):
     cli.add_command(_command)

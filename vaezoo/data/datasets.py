@@ -48,12 +48,19 @@ class Dataset:
     test: torch.Tensor
     info: dict = field(default_factory=dict)
     truth: object | None = None  # the linear-Gaussian ground truth, where there is one
-    train_labels: torch.Tensor | None = None  # class labels (int64), where the dataset has them
-    test_labels: torch.Tensor | None = None
+    labels: dict[str, torch.Tensor] | None = None  # {"train": [N], "test": [M]} class labels, where known
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
+
+    @property
+    def train_labels(self) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels["train"]
+
+    @property
+    def test_labels(self) -> torch.Tensor | None:
+        return None if self.labels is None else self.labels["test"]
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,9 +78,9 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
 def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict) -> Dataset:
     tr, te = stratified_split(y, 0.2, seed=0)
     t = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape)
-    labels = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+    labels = {"train": torch.as_tensor(y[tr], dtype=torch.long), "test": torch.as_tensor(y[te], dtype=torch.long)}
     return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)},
-                   train_labels=labels[tr], test_labels=labels[te])
+                   labels=labels)
 
 
 def load_mnist5k(cfg: DataConfig) -> Dataset:

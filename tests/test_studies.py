@@ -1,0 +1,225 @@
+"""Reproduction studies: the command's contract through the real command, the tiny preset of each study asserting
+the claim's direction on fixed seeds, and results that do not depend on how jobs were scheduled."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaezoo.studies import STUDIES, get_study
+from vaezoo.studies.runner import run_study
+
+VAEZOO = Path(sys.executable).parent / "vaezoo"
+
+
+def vaezoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def one_error_line(proc: subprocess.CompletedProcess, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert all(w in proc.stderr for w in words), proc.stderr
+
+
+def test_list_names_each_study_on_one_line(tmp_path):
+    proc = vaezoo("study", "--list", cwd=tmp_path)
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(STUDIES)
+
+
+def test_every_registered_study_has_tiny_quick_and_full_presets_whose_jobs_are_json():
+    for name in STUDIES:
+        study = get_study(name)
+        assert {"tiny", "quick", "full"} <= set(study.presets), name
+        for preset, params in study.presets.items():  # the full recipes are not run here: at least their jobs form
+            params = {k: v for k, v in params.items() if k != "seeds"}
+            jobs = study.jobs(params, [0, 1, 2])
+            assert len({j.key for j in jobs}) == len(jobs) >= 3, (name, preset)
+            json.dumps([j.payload for j in jobs])
+
+
+def test_bad_input_is_one_error_line_and_nothing_is_written(tmp_path):
+    one_error_line(vaezoo("study", "no-such-study", "--out", "a", "--no-track", cwd=tmp_path), "unknown study", "prior-sampling")
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "huge", "--out", "b", "--no-track", cwd=tmp_path),
+                   "unknown preset", "tiny")
+    one_error_line(vaezoo("study", "prior-sampling", "--seeds", "2", "--out", "c", "--no-track", cwd=tmp_path), "--seeds")
+    assert not any((tmp_path / d).exists() for d in "abc")
+    # a folder holding another study's results is refused, untouched, unless --force
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "study.json").write_text(json.dumps({"study": "organisation"}))
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "tiny", "--out", str(other), "--no-track", cwd=tmp_path),
+                   "organisation", "--force")
+    assert sorted(p.name for p in other.iterdir()) == ["study.json"]
+    proc = vaezoo("study", "kl-direction", "--preset", "tiny", "--out", str(other), "--no-track", "--force", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((other / "study.json").read_text())["study"] == "kl-direction"
+    assert "kl-direction: holds." in proc.stdout
+    # a folder of unrelated files is refused too
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    one_error_line(vaezoo("study", "kl-direction", "--preset", "tiny", "--out", "mine", "--no-track", cwd=tmp_path),
+                   "holds no study's results")
+
+
+@pytest.fixture(scope="module")
+def prior_sampling_tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prior-sampling")
+    return out, run_study("prior-sampling", "tiny", out, workers=0, track=False)
+
+
+def test_prior_sampling_tiny_ae_scores_worse_than_the_vae_on_every_seed(prior_sampling_tiny):
+    out, record = prior_sampling_tiny
+    jobs, numbers = record["jobs"], record["numbers"]
+    assert numbers["controls_valid"]
+    for seed in record["seeds"]:
+        assert jobs[f"ae/seed{seed}"]["mmd2"] > jobs[f"vae/seed{seed}"]["mmd2"] + 0.1
+    assert numbers["mmd2_ae_minus_vae"]["lo"] > 0
+    assert record["verdict"] == "holds"
+    report = (out / "report.md").read_text()
+    assert "**Verdict: holds.**" in report and "control: N(0, 21 I)" in report
+    for png in ("mmd.png", "ae-prior-samples.png", "vae-prior-samples.png"):
+        assert (out / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_study_results_do_not_depend_on_scheduling(prior_sampling_tiny, tmp_path):
+    _, in_process = prior_sampling_tiny
+    two_workers = run_study("prior-sampling", "tiny", tmp_path / "w2", workers=2, track=False)
+    assert two_workers["jobs"] == in_process["jobs"]
+    assert two_workers["numbers"] == in_process["numbers"]
+
+
+def test_kl_direction_tiny_q_p_is_narrow_on_one_mode_and_p_q_is_moment_matching(tmp_path):
+    record = run_study("kl-direction", "tiny", tmp_path / "kl", workers=0, track=False)
+    n = record["numbers"]
+    assert record["verdict"] == "holds"
+    assert n["q_p_narrower_every_start"] and n["p_q_is_moment_matching"]
+    assert abs(abs(n["q_p_best_fit"]["m"]) - 2.0) < 0.01 and abs(n["q_p_best_fit"]["sigma"] - 0.5) < 0.01
+
+
+def test_organisation_tiny_controls_and_the_ae_organises_better_than_a_high_beta_vae(tmp_path):
+    record = run_study("organisation", "tiny", tmp_path / "org", workers=0, track=False)
+    controls, jobs = record["numbers"]["controls"], record["jobs"]
+    assert controls["binary pixels (the models' input)"] > 0.7  # an identity representation separates the digits
+    assert controls["constant"] < 0.2 and controls["pixels, shuffled labels"] < 0.2  # chance is 1/10
+    for seed in record["seeds"]:  # beta = 4 squeezes the codes towards the prior; reconstruction alone does not
+        assert jobs[f"ae/seed{seed}"]["knn_accuracy"] > jobs[f"beta4/seed{seed}"]["knn_accuracy"]
+    assert record["verdict"] in ("holds", "does not hold", "depends") and (tmp_path / "org" / "knn.png").is_file()
+
+
+def test_samples_per_z_tiny_k1_beats_k16_at_equal_compute_and_iwae_bounds_sit_above_the_elbo(tmp_path):
+    record = run_study("samples-per-z", "tiny", tmp_path / "spz", workers=0, track=False)
+    jobs = record["jobs"]
+    for seed in record["seeds"]:
+        assert jobs[f"elbo-k1/seed{seed}"]["elbo"] > jobs[f"elbo-k16/seed{seed}"]["elbo"]
+    for key, r in jobs.items():  # L_1 <= L_64 on the same model, and the IS estimate is the tightest
+        assert r["iwae_k64"] >= r["elbo"], key
+        assert r["ll_is"] >= r["elbo"], key
+    assert record["verdict"] == "holds"
+
+
+def test_beta_sweep_tiny_high_beta_shrinks_kl_and_active_units_and_beta0_reconstructs_best(tmp_path):
+    record = run_study("beta-sweep", "tiny", tmp_path / "beta", workers=0, track=False)
+    jobs, seeds = record["jobs"], record["seeds"]
+    for s in seeds:
+        b0, b1, b64 = (jobs[f"beta{b}/seed{s}"] for b in ("0", "1", "64"))
+        assert b64["kl"] < b1["kl"] < b0["kl"]
+        assert b64["active_units"] <= b1["active_units"]
+        assert b0["recon"] > b1["recon"]
+        assert b1["elbo"] <= b1["ll_is"]  # the logged ELBO is the beta = 1 bound, below the IS estimate
+    assert sum(jobs[f"beta64/seed{s}"]["active_units"] for s in seeds) < sum(jobs[f"beta1/seed{s}"]["active_units"] for s in seeds)
+    assert (tmp_path / "beta" / "sweep.png").is_file() and (tmp_path / "beta" / "samples-beta64.png").is_file()
+
+
+def test_rainforth_snr_tiny_decoder_snr_rises_encoder_falls_behind_it_and_the_regime_is_reported(tmp_path):
+    from vaezoo.studies.rainforth_snr import effective_sample_size, linear_gaussian_model
+
+    record = run_study("rainforth-snr", "tiny", tmp_path / "snr", workers=0, track=False)
+    for r in record["numbers"]["per_x"]:
+        assert r["reparam.decoder"]["lo"] > 0  # decoder SNR rises with K at every x
+        assert r["reparam.encoder"]["slope"] < r["reparam.decoder"]["slope"]
+        assert r["ess_fraction"] > 0.1
+    assert record["numbers"]["in_regime"]
+    # control for the ESS: an encoder far from the posterior gives heavy-tailed weights, and the study would say so
+    import torch
+
+    from vaezoo.data import DataConfig, load_dataset
+
+    x = load_dataset(DataConfig(name="linear-gaussian", binarize="none")).train[:1]
+    far = effective_sample_size(linear_gaussian_model(0, 0.3), x, 1000, torch.Generator().manual_seed(0))
+    near = effective_sample_size(linear_gaussian_model(0, 0.0), x, 1000, torch.Generator().manual_seed(0))
+    assert far < 0.1 < 0.99 < near  # at the exact posterior every weight equals p(x): ESS = S
+
+
+@pytest.mark.slow
+def test_a_tracked_study_is_one_parent_run_with_each_fit_and_training_a_child(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    record = run_study("prior-sampling", "tiny", tmp_path / "ps", workers=2, track=True, tracking_uri=uri)
+    run_study("kl-direction", "tiny", tmp_path / "kl", workers=0, track=True, tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("vaezoo")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = {r.info.run_name: r for r in runs if r.data.tags.get("vaezoo.kind") == "study"}
+    assert set(parents) == {"study-prior-sampling-tiny", "study-kl-direction-tiny"}
+    ps = parents["study-prior-sampling-tiny"]
+    assert ps.data.tags["vaezoo.verdict"] == record["verdict"] and ps.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ps.info.run_id]
+    assert len(children) == len(record["jobs"]) and all(c.data.tags["vaezoo.kind"] == "train" for c in children)
+    fits = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents["study-kl-direction-tiny"].info.run_id]
+    assert len(fits) == 3
+    artifacts = {a.path for a in client.list_artifacts(ps.info.run_id)}
+    assert {"report.md", "study.json", "mmd.png"} <= artifacts
+
+
+def test_study_list_and_help_load_no_torch(tmp_path):
+    import os
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    for args in (["study", "--list"], ["study", "--help"]):
+        proc = subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    # control: running a study does need torch, so the block is real
+    proc = subprocess.run([str(VAEZOO), "study", "kl-direction", "--preset", "tiny", "--no-track", "--out", "o"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0 and "torch is not installed here" in proc.stderr
+
+
+def test_dreg_gain_tiny_dreg_beats_reparam_on_each_seed_and_iwae_bounds_sit_above_the_elbo(tmp_path):
+    record = run_study("dreg-gain", "tiny", tmp_path / "dreg", workers=0, track=False)
+    jobs = record["jobs"]
+    for key, r in jobs.items():
+        assert r["elbo"] <= r["iwae_k64"] <= r["ll_is"] + 3 * r["ll_is_mc_se"] + 1e-6, key  # L_1 <= L_64 <~ L_S
+    for seed in record["seeds"]:  # the same seed, data and noise: only the encoder's estimator differs
+        assert jobs[f"dreg/seed{seed}"]["ll_is"] > jobs[f"reparam/seed{seed}"]["ll_is"]  # the claim's direction
+    assert record["numbers"]["dreg_minus_reparam"]["ll_is"]["n"] == 3
+
+
+def test_interpolation_tiny_controls_and_paths(tmp_path):
+    record = run_study("interpolation", "tiny", tmp_path / "interp", workers=0, track=False)
+    n = record["numbers"]
+    assert n["controls_valid"] and n["controls"]["two clusters"] > 10 * n["controls"]["ball N(0, I)"]
+    for key, r in record["jobs"].items():
+        assert r["roughness"] >= 1.0 - 1e-9, key  # a path is never shorter than the straight line between its ends
+        assert 0.3 < r["off_support_ratio"] < 3, key
+    assert (tmp_path / "interp" / "ae-paths.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_off_support_ratio_is_one_for_held_out_codes_themselves():
+    import torch
+
+    from vaezoo.studies.measures import off_support_ratio
+
+    g = torch.Generator().manual_seed(0)
+    train, held = torch.randn(1000, 4, generator=g), torch.randn(300, 4, generator=g)
+    assert off_support_ratio(held, train, held) == 1.0
+    assert off_support_ratio(held + 10, train, held) > 5

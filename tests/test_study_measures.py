@@ -1,0 +1,59 @@
+"""The studies' measures on inputs whose answer is known: these controls must pass before any model is judged
+by them (the prior-sampling report shows the same controls)."""
+
+from __future__ import annotations
+
+import torch
+
+from vaezoo.studies.intervals import direction, paired, t_interval
+from vaezoo.studies.measures import knn_accuracy, mmd_test, nn_distance, prior_mmd, prior_mmd_controls
+
+
+def test_prior_mmd_controls_exact_prior_scores_near_zero_and_wide_or_narrow_codes_far():
+    for d in (4, 8, 32):
+        controls = prior_mmd_controls(d, torch.Generator().manual_seed(d), n=400, permutations=100)
+        assert abs(controls["N(0, I)"]["mmd2"]) < 0.01
+        assert controls["N(0, 21 I)"]["mmd2"] > 0.3 and controls["N(0, 0.01 I)"]["mmd2"] > 0.1
+        assert controls["N(0, 21 I)"]["p_value"] < 0.02 and controls["N(0, 0.01 I)"]["p_value"] < 0.02
+        assert controls["half the units 0"]["mmd2"] > 5 * abs(controls["N(0, I)"]["mmd2"])
+
+
+def test_prior_mmd_permutation_p_value_is_calibrated_under_the_null():
+    # 40 fixed-seed tests of exact N(0, I) codes: about 5% reject at 0.05 (a real property: an uncalibrated
+    # p-value, e.g. one that forgot the observed statistic or compared the wrong tail, fails this)
+    g = torch.Generator().manual_seed(3)
+    ps = torch.tensor([prior_mmd(torch.randn(200, 6, generator=g), g, n=150, permutations=40)["p_value"] for _ in range(40)])
+    assert int((ps <= 0.05).sum()) <= 6
+    assert 0.3 < float(ps.mean()) < 0.7
+
+
+def test_mmd_grows_with_the_distance_between_two_gaussians():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 4, generator=g)
+    values = [mmd_test(x, torch.randn(300, 4, generator=g) + shift, 4.0, 20, g)["mmd2"] for shift in (0.0, 0.5, 1.0, 2.0)]
+    assert values == sorted(values) and values[0] < 0.01 < values[1]
+
+
+def test_nn_distance_is_zero_on_the_reference_and_the_offset_otherwise():
+    ref = torch.eye(5)
+    assert nn_distance(ref, ref) == 0.0
+    assert abs(nn_distance(ref + 0.1, ref) - 0.1 * 5**0.5) < 1e-6  # every row moved by 0.1 in each of 5 coordinates
+
+
+def test_knn_accuracy_identity_on_separated_classes_is_one_and_a_constant_is_chance():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(10).repeat(30)
+    centres = 10 * torch.randn(10, 6, generator=g)
+    feats = centres[labels] + torch.randn(300, 6, generator=g)
+    test_labels = torch.arange(10).repeat(10)
+    test_feats = centres[test_labels] + torch.randn(100, 6, generator=g)
+    assert knn_accuracy(feats, labels, test_feats, test_labels) == 1.0
+    constant = knn_accuracy(torch.zeros(300, 6), labels, torch.zeros(100, 6), test_labels)
+    assert constant <= 0.2
+
+
+def test_t_interval_and_paired_difference():
+    iv = t_interval([1.0, 2.0, 3.0])
+    assert iv["mean"] == 2.0 and abs(iv["hi"] - 2.0 - 4.302652729911275 / 3**0.5) < 1e-9  # t_{0.975, 2} = 4.3027
+    assert direction(paired([2.0, 3.0, 4.0], [1.0, 2.1, 2.9])) == "above"
+    assert direction(paired([1.0, 2.0, 3.0], [1.1, 1.9, 3.0])) == "zero"
