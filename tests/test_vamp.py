@@ -212,3 +212,11 @@ def test_vamp_trains_through_the_real_command_and_is_listed(tmp_path):
     assert config["model"]["pseudo_inputs"] == 5 and config["objective"]["kl"] == "mc"
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert math.isfinite(final["test_elbo"]) and final["test_elbo"] <= final["test_iwae_k4"] + 0.5
+
+
+def test_gradient_variance_study_measures_the_vamp_prior_with_the_sampled_kl():
+    from vaezoo.gradnoise.measure import GradVarConfig, _Engines
+
+    for model, kl in ((_vamp(), "mc"), (get_model("vae", **SMALL), "analytic")):  # 'auto' as each model trains
+        engine = _Engines(model, None, GradVarConfig(), "cpu")("elbo", "reparam", 1)
+        assert engine.cfg.kl == kl

@@ -30,10 +30,11 @@ class DReG(Estimator):
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)
-        log_w = log_weight(model, x, z, q.detach()).total  # [M K, B] (M = 1 for IWAE)
+        weights = log_weight(model, x, z, q.detach())
+        log_w = weights.total  # [M K, B] (M = 1 for IWAE)
         m = self.cfg.m
         lw = outer_groups(log_w, m)  # [M, K, B]
         wt = normalised_weights(lw, dim=1).detach()
         encoder_part = (wt.pow(2) * lw).sum(1).mean(0)
         decoder_topup = ((wt - wt.pow(2)) * outer_groups(model.log_likelihood(x, z.detach()), m)).sum(1).mean(0)
-        return Estimate(value=bound(log_w), surrogate=encoder_part + decoder_topup)
+        return Estimate(value=bound(log_w), surrogate=encoder_part + decoder_topup, log_weights=weights)

@@ -142,22 +142,14 @@ class Objective:
         eps = torch.randn((draws, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
                           dtype=q.mu.dtype)[:, index * b : (index + 1) * b]
         est = self.estimator(model, x, q, eps, self.bound)
-        kl = est.kl if est.kl is not None else self._kl_diagnostic(model, q, eps)  # no second KL where one exists
+        # no second KL where one exists; the closed form to N(0, I) where that is the prior; the draws' own otherwise
+        kl = est.kl if est.kl is not None else (
+            q.kl_standard_normal() if getattr(model, "standard_prior", True) else est.log_weights.sampled_kl())
         penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor
         # the true KL, and what the loss penalised: beta x kl_penalised (free bits floor each unit's KL)
         terms = {"kl": kl.mean().detach(), "beta": kl.new_full((), self.estimator.beta),  # a fill, not a copy: no sync
                  "kl_penalised": penalised.mean().detach()}
         return ObjectiveOutput(est.value.mean(), -est.surrogate.mean(), est.value, terms)
-
-    @staticmethod
-    def _kl_diagnostic(model, q, eps: torch.Tensor) -> torch.Tensor:
-        """KL(q || p) per datapoint for the logs: closed form to N(0, I); for any other prior (the VampPrior)
-        the mean of log q(z) - log p(z) over the step's own draws z (an estimate, outside the graph)."""
-        if getattr(model, "standard_prior", True):
-            return q.kl_standard_normal()
-        with torch.no_grad():
-            z = q.mu + q.sigma * eps
-            return (q.log_prob(z) - model.log_prior(z)).mean(0)
 
     def estimate(self, model, x: torch.Tensor, eps: torch.Tensor) -> Estimate:
         """The estimate for given noise eps [M K, B, d]: a pure function of (parameters, x, eps), as
