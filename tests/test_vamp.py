@@ -236,3 +236,14 @@ def test_dreg_agrees_with_the_pathwise_gradient_under_the_vamp_prior():
     # 2436 parameters: the largest of that many |N(0, 1)| passes 4.5 with chance ~2%; without the prior's top-up the
     # largest |z| is 28 (575 parameters beyond 4)
     assert z.abs().max() < 4.5, f"max |z| {z.abs().max():.2f}"
+
+
+def test_sample_metrics_draw_from_the_vamp_prior():
+    from vaezoo.sample_quality.report import prior_samples
+
+    model = _vamp(latent_dim=2, pseudo_inputs=3)
+    got = prior_samples(model, 50, torch.Generator().manual_seed(0))
+    assert torch.equal(got, model.sample(50, torch.Generator().manual_seed(0)))
+    with torch.no_grad():  # not the N(0, I) images of the same seed
+        standard = model.likelihood.mean(model.decode(torch.randn(50, 2, generator=torch.Generator().manual_seed(0))))
+    assert not torch.allclose(got, standard, atol=1e-3)

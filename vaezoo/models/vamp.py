@@ -62,7 +62,8 @@ class VampVAE(VAE):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images of p(x|z) for z from the mixture: a component uniformly, then z ~ q(z | u_c)."""
         comp = self.prior_components()
-        c = torch.randint(comp.mu.shape[0], (n,), generator=generator, device=comp.mu.device)
-        eps = torch.randn(n, self.latent_dim, generator=generator, device=comp.mu.device)
+        dev = generator.device if generator is not None else comp.mu.device  # draws on the generator's device
+        c = torch.randint(comp.mu.shape[0], (n,), generator=generator, device=dev).to(comp.mu.device)
+        eps = torch.randn(n, self.latent_dim, generator=generator, device=dev).to(comp.mu.device)
         z = comp.mu[c] + comp.sigma[c] * eps
         return self.likelihood.mean(self.decode(z))
