@@ -212,6 +212,16 @@ def test_vamp_trains_through_the_real_command_and_is_listed(tmp_path):
     assert config["model"]["pseudo_inputs"] == 5 and config["objective"]["kl"] == "mc"
     final = json.loads((tmp_path / "run" / "final.json").read_text())
     assert math.isfinite(final["test_elbo"]) and final["test_elbo"] <= final["test_iwae_k4"] + 0.5
+    # the run's export: the sampler graph refused in one line, nothing written; the decoder graph carries the mixture
+    export = [sys.executable, "-m", "vaezoo.cli", "export", str(tmp_path / "run"), "--out"]
+    refused = subprocess.run([*export, str(tmp_path / "s.onnx"), "--sampler"], capture_output=True, text=True, timeout=180)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: the sampler graph draws z from N(0, I)")
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.onnx").exists()
+    done = subprocess.run([*export, str(tmp_path / "d.onnx")], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    dec = Decoder(tmp_path / "d.onnx", providers=["CPUExecutionProvider"])
+    assert dec.prior[0].shape == (5, 2) and dec.metadata["model_config"]["pseudo_inputs"] == 5
+    assert dec.sample(3, seed=0).shape == (3, 1, 8, 8)
 
 
 def test_gradient_variance_study_measures_the_vamp_prior_with_the_sampled_kl():
