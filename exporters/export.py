@@ -83,12 +83,27 @@ def model_metadata(model, options: ExportOptions) -> dict:
                         "per_channel": options.int8_per_channel, "method": "onnxruntime quantize_dynamic"}
     if options.sampler:
         meta["sampler_seed"] = options.sampler_seed
+    if not getattr(model, "standard_prior", True):
+        meta["prior"] = prior_mixture(model)
     return meta
+
+
+@torch.no_grad()
+def prior_mixture(model) -> dict:
+    """The VampPrior as the runtime samples it: the C components q(z | u_c), means and scales [C][d], computed
+    now from the pseudo-inputs (the graph holds the decoder alone)."""
+    comp = model.prior_components()
+    return {"kind": "mixture", "weights": "uniform", "means": comp.mu.float().tolist(),
+            "scales": comp.sigma.float().tolist()}
 
 
 def export_model(model, out: str | Path, options: ExportOptions | None = None, extra_metadata: dict | None = None) -> dict:
     """Export ``model``'s decoder to ``out``; returns the verification report. Writes nothing on failure."""
     options = options or ExportOptions()
+    if options.sampler and not getattr(model, "standard_prior", True):
+        raise VaezooError(f"the sampler graph draws z from N(0, I) inside ONNX; model '{model.cfg.name}' has a mixture "
+                          "prior it cannot draw from: export the decoder graph (its metadata holds the mixture, and "
+                          "vaezoo.runtime's Decoder.sample draws from it)")
     model = copy.deepcopy(model).cpu().eval()  # the caller's model keeps its device and mode
     head = DecoderHead(model).eval()
     d = model.latent_dim

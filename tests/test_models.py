@@ -49,9 +49,10 @@ def test_config_knows_the_backbone_names_and_refuses_others():
         resolve_config({"model": {"backbone": "resnet"}})
 
 
+@pytest.mark.parametrize("variant", ["vae", "vamp"])  # vamp: its own log p(z) and sample()
 @pytest.mark.parametrize("backbone,shape", [("mlp", (1, 28, 28)), ("conv", (1, 28, 28)), ("conv", (1, 8, 8)), ("linear", (12,))])
-def test_backbones_encode_decode_and_score_with_sample_dims(backbone, shape):
-    model = get_model("vae", backbone=backbone, input_shape=shape, latent_dim=5, hidden=(16,), channels=(4, 8))
+def test_backbones_encode_decode_and_score_with_sample_dims(backbone, shape, variant):
+    model = get_model(variant, pseudo_inputs=6, backbone=backbone, input_shape=shape, latent_dim=5, hidden=(16,), channels=(4, 8))
     x = torch.rand(3, *shape).bernoulli()
     q = model.encode(x)
     assert q.mu.shape == (3, 5) and (q.sigma > 0).all()

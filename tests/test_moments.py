@@ -124,6 +124,19 @@ def test_torch_func_path_alone_equals_the_loop():
 # --- what the hooks cannot serve: the fallback, named ----------------------------------------------------
 
 
+def test_vamp_prior_encoder_goes_to_the_fallback_even_when_its_rows_divide_the_batch():
+    """The encoder also runs on the C pseudo-inputs, rows every example's gradient shares: with C = 8 and B = 4
+    the row count alone would pass them as two rows per example; the check at B = 1 sends them to torch.func."""
+    torch.manual_seed(4)
+    model = get_model("vamp", pseudo_inputs=8, **SMALL)
+    cfg = ObjectiveConfig(bound="elbo", kl="mc", k=2)
+    x, eps = batch(model, 4, 2)
+    m = GradientMoments(model, cfg)(x, eps)
+    assert {n for n in m.fallback if n.startswith("model.encoder.")} and "model.decoder.0" not in m.fallback
+    assert_same(m, loop_moments(model, cfg, x, eps))
+
+
+
 class ScaledLinear(nn.Linear):
     """A Linear subclass with its own forward: the hooks must not assume nn.Linear's."""
 

@@ -25,7 +25,8 @@ FIELDS = {"name": str, "description": str, "file": str, "sha256": str, "size_byt
           "metrics": dict, "tolerance": dict, "license": str, "data_license": str, "training": dict, "parity": dict}
 # config keys added since the shipped decoders were trained, each with a default that changes nothing they did: a
 # constant KL weight, no free bits, one outer sample (m), a floor under a learned sigma (theirs are Bernoulli), STL on IWAE refused
-ADDED_SINCE_BUILD = {"objective.schedule", "objective.free_bits", "objective.m", "model.sigma_floor", "allow_stl_iwae"}
+ADDED_SINCE_BUILD = {"objective.schedule", "objective.free_bits", "objective.m", "model.sigma_floor", "allow_stl_iwae",
+                     "model.pseudo_inputs"}
 ENTRIES = [e.to_dict() for e in list_pretrained()]  # as plain data, the way the manifest holds them
 
 

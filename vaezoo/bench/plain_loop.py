@@ -7,8 +7,9 @@ same weights and seed its losses are bit-identical to vaezoo's (tests/test_throu
 so the two loops do the same work and their speed ratio is vaezoo's overhead alone.
 
 Covers what the registered variants train with by default: the ELBO with closed-form or sampled KL
-(``vae``, ``beta-vae``), the IWAE bound (``iwae``), MIWAE's (``miwae``), reconstruction (``ae``); Bernoulli decoders,
-pathwise (reparam) gradients.
+(``vae``, ``beta-vae``), the IWAE bound (``iwae``), MIWAE's (``miwae``), reconstruction (``ae``), the sampled-KL ELBO
+under a VampPrior (``vamp``: log p(z) from the encoder at the model's pseudo-inputs); Bernoulli decoders, pathwise
+(reparam) gradients.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from vaezoo.core.errors import VaezooError
 LOG_2PI = math.log(2 * math.pi)
 
 LossFn = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
+LogPrior = Callable[[torch.Tensor], torch.Tensor]  # z [K, B, d] -> log p(z) [K, B]
 
 
 def _bernoulli_ll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -57,38 +59,54 @@ def elbo_analytic(enc, dec, k: int, beta: float) -> LossFn:
     return loss
 
 
-def _log_weights(enc, dec, x, k, generator):
+def standard_normal_prior(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+
+
+def vamp_prior(enc: nn.Module, pseudo_inputs: torch.Tensor) -> LogPrior:
+    """log (1/C) sum_c N(z; mu(u_c), sigma(u_c)^2): the VampPrior, the encoder run on the C pseudo-inputs."""
+
+    def log_prior(z):
+        mu_c, sigma_c = _encode(enc, pseudo_inputs)
+        eps = (z.unsqueeze(-2) - mu_c) / sigma_c  # [K, B, C, d]
+        log_comp = -0.5 * (eps.pow(2) + LOG_2PI + 2 * torch.log(sigma_c)).sum(-1)
+        return torch.logsumexp(log_comp, dim=-1) - math.log(pseudo_inputs.shape[0])
+
+    return log_prior
+
+
+def _log_weights(enc, dec, x, k, generator, prior: LogPrior):
     mu, sigma = _encode(enc, x)
     z = mu + sigma * _noise(mu, k, generator)
     log_px = _bernoulli_ll(x, _decode(dec, z, x))
-    log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum(-1)
+    log_pz = prior(z)
     log_qz = -0.5 * (((z - mu) / sigma).pow(2) + LOG_2PI + 2 * torch.log(sigma)).sum(-1)
     return log_px, log_pz, log_qz
 
 
-def elbo_mc(enc, dec, k: int, beta: float) -> LossFn:
+def elbo_mc(enc, dec, k: int, beta: float, prior: LogPrior = standard_normal_prior) -> LossFn:
     def loss(x, generator=None):
-        log_px, log_pz, log_qz = _log_weights(enc, dec, x, k, generator)
+        log_px, log_pz, log_qz = _log_weights(enc, dec, x, k, generator, prior)
         log_w = log_px + log_pz - log_qz if beta == 1.0 else log_px + beta * (log_pz - log_qz)
         return -log_w.mean(0).mean()
 
     return loss
 
 
-def iwae(enc, dec, k: int, beta: float) -> LossFn:
+def iwae(enc, dec, k: int, beta: float, prior: LogPrior = standard_normal_prior) -> LossFn:
     def loss(x, generator=None):
-        log_px, log_pz, log_qz = _log_weights(enc, dec, x, k, generator)
+        log_px, log_pz, log_qz = _log_weights(enc, dec, x, k, generator, prior)
         log_w = log_px + log_pz - log_qz
         return -(torch.logsumexp(log_w, dim=0) - math.log(k)).mean()
 
     return loss
 
 
-def miwae(enc, dec, k: int, beta: float, m: int) -> LossFn:
+def miwae(enc, dec, k: int, beta: float, m: int, prior: LogPrior = standard_normal_prior) -> LossFn:
     """M outer groups of K draws: the mean over groups of logsumexp - log K."""
 
     def loss(x, generator=None):
-        log_px, log_pz, log_qz = _log_weights(enc, dec, x, m * k, generator)
+        log_px, log_pz, log_qz = _log_weights(enc, dec, x, m * k, generator, prior)
         log_w = (log_px + log_pz - log_qz).reshape(m, k, -1)
         return -(torch.logsumexp(log_w, dim=1) - math.log(k)).mean(0).mean()
 
@@ -123,4 +141,6 @@ def plain_loss(model: nn.Module, objective_cfg) -> LossFn:
             f"estimator '{c.estimator}' (written for Bernoulli decoders with reparam gradients)"
         )
     outer = (c.m,) if c.bound == "miwae" else ()  # MIWAE's M; the other losses have none
-    return PLAIN_LOSSES[key](model.encoder, model.decoder, c.k, c.beta, *outer)
+    # the VampPrior's pseudo-inputs are the model's own parameter, so both loops train the same ones
+    prior = {"prior": vamp_prior(model.encoder, model.pseudo_inputs)} if hasattr(model, "pseudo_inputs") else {}
+    return PLAIN_LOSSES[key](model.encoder, model.decoder, c.k, c.beta, *outer, **prior)

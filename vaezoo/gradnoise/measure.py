@@ -473,7 +473,10 @@ class _Engines:
         self.baselines: dict[tuple[str, int], float] = {}
 
     def __call__(self, bound: str, estimator: str, K: int) -> DrawGradients:
-        ocfg = ObjectiveConfig(bound=bound, estimator=estimator, k=K, kl=self.cfg.kl)
+        # 'auto' picks the closed-form KL where the estimator allows it; a model whose prior is not N(0, I) (the
+        # VampPrior) has none, so there 'auto' is the sampled KL, as that model trains
+        kl = "mc" if self.cfg.kl == "auto" and not getattr(self.model, "standard_prior", True) else self.cfg.kl
+        ocfg = ObjectiveConfig(bound=bound, estimator=estimator, k=K, kl=kl)
         baseline = None
         if estimator == "score" and self.cfg.score_baseline == "trained":
             if (bound, K) not in self.baselines:

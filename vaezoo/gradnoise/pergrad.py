@@ -34,7 +34,8 @@ class Surrogate(nn.Module):
 
 
 def network_of(name: str) -> str:
-    """Encoder parameters are phi; everything else (decoder, a learned likelihood scale) is theta."""
+    """Encoder parameters are phi; everything else (decoder, a learned likelihood scale, the VampPrior's
+    pseudo-inputs, which are the prior's) is theta."""
     return "encoder" if name.startswith("model.encoder.") else "decoder"
 
 

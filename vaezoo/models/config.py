@@ -37,6 +37,7 @@ class ModelConfig:
     learn_sigma: str = "fixed"
     sigma_floor: float = SIGMA_FLOOR
     output_bias: str = "zero"
+    pseudo_inputs: int = 100  # the VampPrior's C (variant vamp); every other variant ignores it
     input_shape: tuple[int, ...] = field(default=(1, 28, 28))
 
     def __post_init__(self) -> None:
@@ -53,5 +54,7 @@ class ModelConfig:
             raise VaezooError(f"layer sizes must be > 0, got hidden={self.hidden} channels={self.channels}")
         if not self.input_shape or any(s <= 0 for s in self.input_shape):
             raise VaezooError(f"input_shape must be positive sizes, got {self.input_shape}")
+        if self.pseudo_inputs < 1:
+            raise VaezooError(f"pseudo_inputs (the VampPrior's mixture components) must be >= 1, got {self.pseudo_inputs}")
         if self.output_bias not in ("zero", "data-mean"):
             raise VaezooError(f"output_bias must be 'zero' or 'data-mean', got '{self.output_bias}'")

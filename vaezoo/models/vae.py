@@ -25,6 +25,7 @@ class LatentModel(nn.Module):
     """What every model shares: a decoder, a likelihood, a standard-normal prior."""
 
     stochastic = True
+    standard_prior = True  # p(z) = N(0, I), so KL(q || p) has a closed form; False for the VampPrior
 
     def __init__(self, cfg: ModelConfig, enc_out: int) -> None:
         super().__init__()

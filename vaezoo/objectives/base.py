@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import torch
 
+from vaezoo.objectives.log_weights import LogWeight
 from vaezoo.objectives.schedules import penalised_kl
 
 
@@ -25,6 +26,7 @@ class Estimate:
     surrogate: torch.Tensor
     kl: torch.Tensor | None = None  # closed-form KL per datapoint, where the estimator computed it anyway
     kl_penalised: torch.Tensor | None = None  # the KL the loss penalises (free bits' floor applied) before beta
+    log_weights: LogWeight | None = None  # sampled-KL paths: the draws' log weights (their sampled KL for the logs)
 
 
 Bound = Callable[[torch.Tensor], torch.Tensor]  # log w [K, B] -> bound per datapoint [B]

@@ -6,7 +6,9 @@ detached parameters as in STL. Decoder: the ordinary IWAE gradient sum_k w~_k gr
 
 One surrogate gives both: sum_k sg(w~_k^2) log w_k(z_k) has the right encoder gradient but weights the
 decoder by w~^2; the term sum_k sg(w~_k - w~_k^2) log p(x | sg(z_k)) tops the decoder up to w~_k and gives
-the encoder nothing. It costs a second decoder pass, and stays a pure function (torch.func can vmap it).
+the encoder nothing. It costs a second decoder pass, and stays a pure function (torch.func can vmap it). A learned
+prior (the VampPrior) is topped up the same way, with log p(sg(z_k)): its parameters, and the encoder's through the
+pseudo-inputs, enter log w other than through z, so DReG's identity does not cover them.
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ class DReG(Estimator):
 
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)
-        log_w = log_weight(model, x, z, q.detach()).total  # [M K, B] (M = 1 for IWAE)
+        weights = log_weight(model, x, z, q.detach())
+        log_w = weights.total  # [M K, B] (M = 1 for IWAE)
         m = self.cfg.m
         lw = outer_groups(log_w, m)  # [M, K, B]
         wt = normalised_weights(lw, dim=1).detach()
         encoder_part = (wt.pow(2) * lw).sum(1).mean(0)
-        decoder_topup = ((wt - wt.pow(2)) * outer_groups(model.log_likelihood(x, z.detach()), m)).sum(1).mean(0)
-        return Estimate(value=bound(log_w), surrogate=encoder_part + decoder_topup)
+        topped = model.log_likelihood(x, z.detach())
+        if not getattr(model, "standard_prior", True):
+            # a learned prior (the VampPrior: the encoder at pseudo-inputs) is a term of log w whose parameters,
+            # phi's among them, act other than through z: like the decoder's, their gradient needs w~, not w~^2
+            topped = topped + model.log_prior(z.detach())
+        decoder_topup = ((wt - wt.pow(2)) * outer_groups(topped, m)).sum(1).mean(0)
+        return Estimate(value=bound(log_w), surrogate=encoder_part + decoder_topup, log_weights=weights)

@@ -22,6 +22,10 @@ class LogWeight:
     def total(self) -> torch.Tensor:
         return self.log_px_z + self.log_pz - self.log_qz
 
+    def sampled_kl(self) -> torch.Tensor:
+        """KL(q || p) per datapoint estimated from these draws (the mean of log q - log p), for the logs only."""
+        return (self.log_qz - self.log_pz).detach().mean(0)
+
     def weighted(self, beta: float) -> torch.Tensor:
         """log p(x|z) + beta (log p(z) - log q(z)): the beta-VAE objective's Monte Carlo form."""
         if beta == 1.0:

@@ -124,6 +124,12 @@ class Objective:
                 f"bound '{self.cfg.bound}' with estimator '{self.cfg.estimator}' needs {need}; "
                 f"model '{model.cfg.name}' is {'stochastic' if model.stochastic else 'deterministic'}"
             )
+        if self.cfg.kl == "analytic" and not getattr(model, "standard_prior", True):
+            # the closed-form KL is to N(0, I); free bits need it (ObjectiveConfig refuses them without it)
+            raise VaezooError(
+                f"kl='analytic'{' (needed by free bits)' if self.cfg.free_bits else ''} is the closed-form KL to "
+                f"N(0, I); model '{model.cfg.name}' has another prior, whose KL has no closed form: use kl=mc"
+            )
 
     def __call__(self, model, x: torch.Tensor, generator: torch.Generator | None = None) -> ObjectiveOutput:
         if self.cfg.bound == "recon":
@@ -136,7 +142,9 @@ class Objective:
         eps = torch.randn((draws, b * count, *q.mu.shape[1:]), generator=generator, device=q.mu.device,
                           dtype=q.mu.dtype)[:, index * b : (index + 1) * b]
         est = self.estimator(model, x, q, eps, self.bound)
-        kl = est.kl if est.kl is not None else q.kl_standard_normal()  # no second KL where one exists
+        # no second KL where one exists; the closed form to N(0, I) where that is the prior; the draws' own otherwise
+        kl = est.kl if est.kl is not None else (
+            q.kl_standard_normal() if getattr(model, "standard_prior", True) else est.log_weights.sampled_kl())
         penalised = est.kl_penalised if est.kl_penalised is not None else kl  # a sampled KL has no floor
         # the true KL, and what the loss penalised: beta x kl_penalised (free bits floor each unit's KL)
         terms = {"kl": kl.mean().detach(), "beta": kl.new_full((), self.estimator.beta),  # a fill, not a copy: no sync

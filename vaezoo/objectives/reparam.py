@@ -37,4 +37,4 @@ class Reparam(Estimator):
             return Estimate(value=recon - kl, surrogate=recon - self.beta * penalised, kl=kl, kl_penalised=penalised)
         lw: LogWeight = log_weight(model, x, z, q)
         value = bound(lw.total)
-        return Estimate(value=value, surrogate=bound(lw.weighted(self.beta)))
+        return Estimate(value=value, surrogate=bound(lw.weighted(self.beta)), log_weights=lw)

@@ -33,11 +33,12 @@ class Score(Estimator):
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps).detach()  # no path from z back to phi
         log_q = q.log_prob(z)  # [K, B], carries grad_phi log q
-        value, plain, signal, kl, penalised = self._terms(model, x, z, q, bound)
+        value, plain, signal, kl, penalised, lw = self._terms(model, x, z, q, bound)
         b = 0.0 if self.baseline is None else self.baseline
         score = ((signal - b).detach() * log_q).mean(0) if self.cfg.bound == "elbo" else ((signal - b).detach() * log_q).sum(0)
         self._update_baseline(signal)
-        return Estimate(value=value, surrogate=plain + score, kl=kl, kl_penalised=penalised)
+        return Estimate(value=value, surrogate=plain + score, kl=kl, kl_penalised=penalised,
+                        log_weights=lw if kl is None else None)
 
     def signal(self, model, x, q, eps, bound) -> torch.Tensor:
         """The learning signal f [K, B] that multiplies grad log q (what the baseline is subtracted from)."""
@@ -45,7 +46,7 @@ class Score(Estimator):
 
     def _terms(self, model, x, z, q, bound):
         """(the bound's value, the plain part of the surrogate, the learning signal, the analytic KL and the KL
-        penalised, each None where the KL is sampled)."""
+        penalised, each None where the KL is sampled, and the log weights)."""
         lw = log_weight(model, x, z, q)
         if self.cfg.kl == "analytic":
             kl, penalised = self.analytic_kl(q)
@@ -61,7 +62,7 @@ class Score(Estimator):
             # The K-sample ELBO is a sum of independent terms: each log q(z_k) pairs with its own f_k.
             # IWAE's bound couples the samples: every log q(z_k) pairs with the whole estimate.
             signal = f if self.cfg.bound == "elbo" else plain.unsqueeze(0).expand_as(f)
-        return value, plain, signal, kl, penalised
+        return value, plain, signal, kl, penalised, lw
 
     def _update_baseline(self, signal: torch.Tensor) -> None:
         d = self.cfg.baseline_decay

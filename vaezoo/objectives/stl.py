@@ -27,4 +27,4 @@ class STL(Estimator):
     def __call__(self, model, x, q, eps, bound) -> Estimate:
         z = reparameterise(q, eps)
         lw = log_weight(model, x, z, q.detach())  # same value as log q(z), no score term in its gradient
-        return Estimate(value=bound(lw.total), surrogate=bound(lw.weighted(self.beta)))
+        return Estimate(value=bound(lw.total), surrogate=bound(lw.weighted(self.beta)), log_weights=lw)

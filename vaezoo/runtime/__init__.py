@@ -9,7 +9,7 @@ from a checkout until it is published: README, "For service authors"); ``onnxrun
 
 from vaezoo.runtime.cache import cache_dir, sha256_file
 from vaezoo.runtime.catalog import check_name, list_pretrained, load_manifest, pretrained_entry
-from vaezoo.runtime.decoder import MAX_BATCH, Decoder, default_providers, parse_metadata
+from vaezoo.runtime.decoder import MAX_BATCH, Decoder, default_providers, parse_metadata, sample_mixture
 from vaezoo.runtime.pull import parse_url, pull
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "parse_url",
     "pretrained_entry",
     "pull",
+    "sample_mixture",
     "sha256_file",
 ]

@@ -1,8 +1,10 @@
 """``Decoder``: sample images from an exported vaezoo decoder with onnxruntime and numpy.
 
 The ONNX graph maps ``z`` [N, latent_dim] float32 to ``x`` [N, *output_shape] float32 (probabilities for
-Bernoulli decoders, means for Gaussian ones). z for ``sample`` comes from ``numpy.random.default_rng(seed)``,
-so a seed gives the same z everywhere, and the same images bit for bit on the same CPU and provider
+Bernoulli decoders, means for Gaussian ones). z for ``sample`` comes from ``numpy.random.default_rng(seed)``:
+N(0, I), or, for a decoder whose metadata carries a prior mixture (the VampPrior, ``vaezoo.prior``: C uniform-weight
+diagonal Gaussians, their means and scales [C][d] computed at export), a component uniformly and then its Gaussian
+(``sample_mixture``). A seed gives the same z everywhere, and the same images bit for bit on the same CPU and provider
 (elsewhere they agree to float rounding).
 Safe to share between threads: it holds no mutable state, and ``InferenceSession.run`` may be called
 concurrently.
@@ -119,6 +121,8 @@ class Decoder:
             raise VaezooError(f"cannot load '{self.path}' as an ONNX decoder: {str(exc).splitlines()[0]}") from None
         self.metadata = parse_metadata(self._session.get_modelmeta().custom_metadata_map)
         self.latent_dim, self.output_shape = _check_interface(self._session, self.metadata, self.path)
+        # (means, scales) [C, d] float32 of a mixture prior, or None for N(0, I)
+        self.prior = _read_prior(self.metadata.get("prior"), self.latent_dim, self.path)
 
     @property
     def providers(self) -> list[str]:
@@ -150,7 +154,8 @@ class Decoder:
         return self._session.run(["x"], {"z": np.ascontiguousarray(z)})[0]
 
     def sample(self, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
-        """n images from z ~ N(0, I) drawn by ``numpy.random.default_rng(seed)`` (same seed, same images)."""
+        """n images from z ~ p(z) drawn by ``numpy.random.default_rng(seed)`` (same seed, same images): N(0, I), or
+        the mixture in the metadata (``self.prior``) by ``sample_mixture``."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
             raise VaezooError(f"n must be an int, got {n!r}")
         self._check_batch(int(n), "n")
@@ -161,8 +166,36 @@ class Decoder:
         if seed is not None and not isinstance(seed, np.random.Generator) and seed < 0:
             raise VaezooError(f"seed must be >= 0, got {seed}")  # numpy's SeedSequence refuses negative seeds
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        if self.prior is not None:
+            return self.decode(sample_mixture(*self.prior, int(n), rng))
         z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
         return self.decode(z)
+
+
+def sample_mixture(means: np.ndarray, scales: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """z [n, d] float32 from (1/C) sum_c N(means[c], diag scales[c]^2): for each row a component c uniformly
+    (``rng.integers``), then means[c] + scales[c] * eps with eps ~ N(0, I) (``rng.standard_normal``), in that order."""
+    c = rng.integers(means.shape[0], size=n)
+    eps = rng.standard_normal((n, means.shape[1]), dtype=np.float32)
+    return means[c] + scales[c] * eps
+
+
+def _read_prior(prior, latent_dim: int, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The mixture of a ``vaezoo.prior`` metadata entry, checked: finite means, positive finite scales, [C, d]."""
+    if prior is None:
+        return None
+    try:
+        if prior["kind"] != "mixture" or prior["weights"] != "uniform":
+            raise ValueError(f"kind {prior['kind']!r} with weights {prior['weights']!r}")
+        means = np.asarray(prior["means"], dtype=np.float32)
+        scales = np.asarray(prior["scales"], dtype=np.float32)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise VaezooError(f"'{path}': metadata prior is not a uniform mixture of means and scales ({exc})") from None
+    if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] != latent_dim or scales.shape != means.shape \
+            or not np.isfinite(means).all() or not (np.isfinite(scales) & (scales > 0)).all():
+        raise VaezooError(f"'{path}': metadata prior needs means and scales [C, {latent_dim}] (finite, scales > 0); "
+                          f"got means {means.shape}, scales {scales.shape}")
+    return means, scales
 
 
 def _fixed(dim) -> bool:

@@ -42,7 +42,9 @@ def _interval(values: list[float], level: float) -> dict:
 
 
 def prior_samples(model, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n decoder mean images at z ~ N(0, I)."""
+    """n decoder mean images at z ~ p(z): N(0, I), or the model's own draws where its prior is learned (VampPrior)."""
+    if not getattr(model, "standard_prior", True):
+        return model.sample(n, generator).cpu().float()
     z = torch.randn(n, model.latent_dim, generator=generator)
     with torch.no_grad():
         return model.likelihood.mean(model.decode(z.to(next(model.parameters()).device))).cpu().float()
