@@ -113,7 +113,7 @@ def test_rank_zero_alone_writes_the_run_and_mlflow(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert list((tmp_path / "rank1").iterdir()) == []  # rank 1 wrote nothing
     run = tmp_path / "rank0" / "run"
-    assert {"config.json", "checkpoint.pt", "metrics.jsonl", "final.json", "run.json", "samples.png",
+    assert {"config.json", "checkpoint.pt", "metrics.jsonl", "final.json", "run.json", "mlflow-sync.json", "samples.png",
             "samples-recon.png"} == {p.name for p in run.iterdir()}
     assert rows(run) and len(rows(run)) == 6 and load_checkpoint(run / "checkpoint.pt")["step"] == 6
     assert proc.stdout.count("run directory: run") == 1  # one rank reports
