@@ -339,3 +339,17 @@ def test_a_server_stopped_mid_run_and_restarted_loses_nothing(tmp_path):
         run_id = assert_mlflow_equals_journal(client, tmp_path / "r")
         assert client.get_run(run_id).info.status == "FINISHED"
         assert "final.json" in {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_a_tracker_that_cannot_start_costs_one_warning_and_the_folder_keeps_the_run(tmp_path):
+    """MLflow starts beside the first steps (tracking.DeferredTracker); a store that cannot be opened (here a SQLite
+    file under a folder that cannot exist) must not stop training: one warning, and the run folder holds it all."""
+    r = vaezoo("train", "--dataset", "digits", "--steps", "4", "--batch-size", "32", "--eval-every", "4",
+               "--checkpoint-every", "4", "--set", "model.hidden=[16]", "--set", "model.latent_dim=2", "--no-progress",
+               "--run-dir", "r", "--tracking-uri", "sqlite:////proc/vaezoo-no-such-folder/mlflow.db", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "tracking did not start" in warnings[0] and "vaezoo sync" in warnings[0], r.stderr
+    run = tmp_path / "r"
+    assert (run / "final.json").is_file() and [ln["step"] for ln in read_lines(run / METRICS_FILE)][-1] == 4
+    assert json.loads((run / "run.json").read_text())["mlflow_run_id"] is None

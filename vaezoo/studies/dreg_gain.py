@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from vaezoo.studies import intervals as iv
 from vaezoo.studies.base import Job, JobContext, Report, Study
-from vaezoo.studies.figures import interval_bars
+from vaezoo.studies.figures import interval_points
 from vaezoo.studies.training import train_variant, variant_jobs
 
 ESTIMATORS = ("reparam", "dreg")
@@ -68,7 +68,7 @@ class DRegGain(Study):
             f"(largest Monte Carlo s.e. {mc:.3f} nats).\n\n" + "\n".join(rows)
             + f"\n\nPaired differences DReG - reparam (same seed): IS log-likelihood {d}; IWAE bound "
             f"{iv.fmt(diff['iwae_k64'], 2)}.\n\n![IS log-likelihood](ll.png)\n")
-        fig = interval_bars([(e, stats[e]["ll_is"]) for e in ESTIMATORS], "test IS log-likelihood (nats)",
+        fig = interval_points([(e, stats[e]["ll_is"]) for e in ESTIMATORS], "test IS log-likelihood (nats)",
                             f"IWAE K = {params['k']}: encoder gradient estimator")
         numbers = {"models": stats, "dreg_minus_reparam": diff}
         return Report(verdict, why, [section], numbers, {"ll.png": fig})

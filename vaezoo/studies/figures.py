@@ -47,3 +47,20 @@ def interval_bars(rows: list[tuple[str, dict]], xlabel: str, title: str, log: bo
     ax.set(xlabel=xlabel, title=title)
     ax.grid(alpha=0.3, axis="x")
     return to_png(fig)
+
+
+def interval_points(rows: list[tuple[str, dict]], xlabel: str, title: str) -> bytes:
+    """One point per (label, t-interval dict) with its interval, on an axis fitted to the intervals (not from 0):
+    for figures such as log-likelihoods near -22 nats, whose bars from 0 would all look alike."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(rows) + 1.2))
+    labels = [label for label, _ in rows]
+    means = [iv["mean"] for _, iv in rows]
+    err = [[max(0.0, iv["mean"] - iv["lo"]) for _, iv in rows], [max(0.0, iv["hi"] - iv["mean"]) for _, iv in rows]]
+    ax.errorbar(means, range(len(rows)), xerr=err, fmt="o", capsize=4, color="#2b5d9b")
+    ax.set_yticks(range(len(rows)), labels)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.invert_yaxis()
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(alpha=0.3, axis="x")
+    return to_png(fig)
