@@ -52,10 +52,11 @@ class LatentModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean images of p(x|z) for z ~ N(0, I)."""
+        """Mean images of p(x|z) for z ~ N(0, I), drawn on the generator's device (a CPU generator serves a model
+        on any device)."""
         dev = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=dev)
-        return self.likelihood.mean(self.decode(z))
+        z = torch.randn(n, self.latent_dim, generator=generator, device=generator.device if generator else dev)
+        return self.likelihood.mean(self.decode(z.to(dev)))
 
     @torch.no_grad()
     def init_output_bias(self, pixel_mean: torch.Tensor) -> None:

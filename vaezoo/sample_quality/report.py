@@ -8,11 +8,10 @@ images are). Every set has as many samples as there are test images, so figures 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from vaezoo.core.errors import VaezooError
+from vaezoo.core.intervals import t_interval
 from vaezoo.sample_quality.classifier import load_classifier
 from vaezoo.sample_quality.measures import frechet_distance, precision_recall
 
@@ -32,22 +31,14 @@ def _scores(net, real_features: torch.Tensor, images: torch.Tensor) -> dict[str,
 
 
 def _interval(values: list[float], level: float) -> dict:
-    from scipy.stats import t
-
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "per_set": values}
+    """The sample sets' t-interval, with the per-set values under the key eval.json has always used."""
+    iv = t_interval(values, level)
+    return {"mean": iv["mean"], "lo": iv["lo"], "hi": iv["hi"], "per_set": iv["values"]}
 
 
 def prior_samples(model, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n decoder mean images at z ~ p(z): N(0, I), or the model's own draws where its prior is learned (VampPrior)."""
-    if not getattr(model, "standard_prior", True):
-        return model.sample(n, generator).cpu().float()
-    z = torch.randn(n, model.latent_dim, generator=generator)
-    with torch.no_grad():
-        return model.likelihood.mean(model.decode(z.to(next(model.parameters()).device))).cpu().float()
+    """n decoder mean images of the model's own prior draws (N(0, I), or a learned prior such as the VampPrior)."""
+    return model.sample(n, generator).cpu().float()
 
 
 def sample_quality(model, dataset, sets: int = SETS, seed: int = 0, level: float = 0.95) -> dict:

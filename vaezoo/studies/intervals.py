@@ -7,22 +7,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from scipy import stats as _scipy_stats
+from vaezoo.core.intervals import LEVEL, t_interval
 
-LEVEL = 0.95
-
-
-def t_interval(values: Sequence[float], level: float = LEVEL) -> dict:
-    """Mean and two-sided Student-t interval of independent draws (one per seed): {mean, lo, hi, n, values}.
-    With one value the interval is (nan, nan): a single seed says nothing about its spread."""
-    xs = [float(v) for v in values]
-    n = len(xs)
-    mean = sum(xs) / n
-    if n < 2:
-        return {"mean": mean, "lo": math.nan, "hi": math.nan, "n": n, "values": xs}
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    half = float(_scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": n, "values": xs}
+__all__ = ["LEVEL", "direction", "fmt", "paired", "t_interval"]
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> dict:
