@@ -313,3 +313,24 @@ def test_a_diverged_resume_without_a_checkpoint_says_so_and_keeps_the_run(tmp_pa
     with pytest.raises(TrainingDiverged, match=r"at step 1; training stopped; '.*' has no checkpoint yet, so a resume starts again"):
         train(cfg, tmp_path / "r", resume=True, track=False, progress=False)
     assert (tmp_path / "r" / "config.json").is_file()
+
+
+def test_observe_sees_every_evaluation_and_can_stop_the_run_there(tmp_path):
+    """The studies' hook: called at each eval_every step with the test metrics; True stops there, checkpointed,
+    and the stopped run's weights are those of a full run at that step (observing changes nothing)."""
+    seen = []
+
+    def watch(step, model, metrics):
+        seen.append((step, metrics["test_elbo"]))
+        return step == 40
+
+    cfg = small(steps=100, checkpoint_every=100, eval_every=20)
+    final = train(cfg, tmp_path / "stopped", track=False, progress=False, observe=watch)
+    assert [s for s, _ in seen] == [20, 40]
+    assert final["step"] == 40 and final["test_elbo"] == seen[-1][1]
+    assert load_checkpoint(tmp_path / "stopped" / "checkpoint.pt")["step"] == 40
+    train(small(steps=40, checkpoint_every=40, eval_every=20), tmp_path / "full40", track=False, progress=False)
+    assert_bit_identical(weights(tmp_path / "stopped"), weights(tmp_path / "full40"))
+    train(cfg, tmp_path / "watched", track=False, progress=False, observe=lambda s, m, e: None)
+    train(cfg, tmp_path / "plain", track=False, progress=False)
+    assert_bit_identical(weights(tmp_path / "watched"), weights(tmp_path / "plain"))

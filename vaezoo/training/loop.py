@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from vaezoo.training.evaluate import bounds_on_test_set, eval_rows
 from vaezoo.training.footprint import Footprint, check_fits
 from vaezoo.training.rundir import RunDir, load_checkpoint, save_checkpoint
 from vaezoo.training.samples import write_sample_grids
+
+Observer = Callable[[int, torch.nn.Module, dict], "bool | None"]
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -212,11 +215,17 @@ def train(
     tracking_fallback: str | None = None,
     progress: bool = True,
     world: distributed.World | None = None,
+    observe: Observer | None = None,
 ) -> dict:
     """Train (or resume) a run; returns the final metrics. Raises VaezooError on bad input, before any work and
     before the run folder is made; a fresh start that fails before its first checkpoint removes what it wrote.
     ``world``: this rank of a data-parallel job whose process group is up (``vaezoo.training.distributed``);
-    every rank checks and prepares, then trains, and rank 0 alone writes (the others return {})."""
+    every rank checks and prepares, then trains, and rank 0 alone writes (the others return {}).
+    ``observe``: called at every evaluation (``eval_every``) as ``observe(step, model, test_metrics)``; returning
+    True stops the run there (early stopping), checkpointed, with ``final.json`` at that step. For in-process
+    callers (the studies' snapshots and early stopping); it must not change the model."""
+    if observe is not None and world is not None:
+        raise VaezooError("observe is for single-process runs; a data-parallel run cannot stop at one rank's say")
     rd = RunDir(Path(run_dir))
     cfg_dict = cfg.to_dict()
     cfg_hash = config_hash(cfg_dict)  # cfg does not change during the run: hashed once
@@ -244,13 +253,13 @@ def train(
         tags = {**provenance(setup.device, cfg.seed), **_said_warnings(cfg), **distributed.tags(world, setup.device)}
         tracker = _start_tracking(rd, cfg_dict, cfg_hash, resume, tags, track, tracking_uri, tracking_fallback, setup.ds)
         mark("tracking")
-        last_eval = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through)
+        last_eval, last_step = _run_steps(cfg, rd, setup, tracker, cfg_dict, cfg_hash, progress, skip_through, observe)
     except BaseException as exc:
         left = _what_failure_leaves(rd, setup, resume, made_folder)
         if isinstance(exc, VaezooError):
             raise type(exc)(f"{exc}; {left}") from None
         raise
-    return _finish(rd, tracker, setup.model, setup.x_test, cfg, setup.device, last_eval)
+    return _finish(rd, tracker, setup.model, setup.x_test, cfg, setup.device, last_eval, last_step)
 
 
 def _what_failure_leaves(rd: RunDir, setup: Setup, resume: bool, made_folder: bool) -> str:
@@ -266,9 +275,9 @@ def _what_failure_leaves(rd: RunDir, setup: Setup, resume: bool, made_folder: bo
 
 
 def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: dict, cfg_hash: str, progress: bool,
-               skip_through: int = 0) -> dict:
-    """The steps from ``setup.start`` to the end, with logging, evaluation and checkpoints; returns the last
-    evaluation. The tracker is ended as FAILED if a step raises. Metrics of steps up to ``skip_through`` are
+               skip_through: int = 0, observe: Observer | None = None) -> tuple[dict, int]:
+    """The steps from ``setup.start`` to the end (or to the step ``observe`` stops at), with logging, evaluation
+    and checkpoints; returns the last evaluation and the last step taken. The tracker is ended as FAILED if a step raises. Metrics of steps up to ``skip_through`` are
     not written again (a resumed run keeps the lines MLflow may hold: ``vaezoo.tracking.journal``). A
     data-parallel rank other than 0 takes the same steps and checks the same terms, and writes, evaluates and
     checkpoints nothing."""
@@ -290,6 +299,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
     bar = progress_bar(progress, cfg.steps, setup.start, unit="step")
     terms = TermWindow(None if replica is None else replica.world)
     last_eval: dict = {}
+    done = setup.start
     metrics_fh = journal.MetricsLog(rd.metrics, skip_through) if writes else None
     status = "FAILED"
     try:
@@ -302,13 +312,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
             objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
-            if replica is None:
-                out = objective(model, x, noise_gen)
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
-            else:  # this rank's rows of the global batch, gradients averaged over ranks
-                out = distributed.ddp_step(replica, optimizer, replica.world.rows(x), noise_gen)
+            out = _step(model, objective, optimizer, replica, x, noise_gen)
             terms.add(out)
             done = step + 1
             due_log, due_eval, due_checkpoint = (
@@ -325,11 +329,14 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
                 t0 = time.perf_counter()
                 bar.set_postfix(bound=f"{row['train_bound']:.2f}")
             if due_eval:
-                mark("periodic_eval_begin")
-                last_eval = evaluate_during_training(model, setup.x_test, cfg, device)
-                mark("periodic_eval_end")
+                last_eval, stop = _evaluate(model, setup.x_test, cfg, device, done, observe)
                 _emit(metrics_fh, tracker, done, last_eval)
                 t0 = time.perf_counter()
+                if stop:
+                    metrics_fh.flush()
+                    checkpoint(done)
+                    bar.update(1)
+                    break
             if due_checkpoint:
                 metrics_fh.flush()
                 checkpoint(done)
@@ -343,13 +350,34 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
         tracker.flush()
         if status == "FAILED":
             tracker.end("FAILED")
-    return last_eval
+    return last_eval, done
 
 
-def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_eval: dict) -> dict:
+def _step(model, objective, optimizer, replica, x: torch.Tensor, noise_gen: torch.Generator):
+    """One optimizer step; data-parallel: this rank's rows of the global batch, gradients averaged over ranks."""
+    if replica is not None:
+        return distributed.ddp_step(replica, optimizer, replica.world.rows(x), noise_gen)
+    out = objective(model, x, noise_gen)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    return out
+
+
+def _evaluate(model, x_test, cfg: TrainConfig, device, step: int, observe: Observer | None) -> tuple[dict, bool]:
+    """The periodic test evaluation, then the caller's observer: (metrics, whether it asked to stop)."""
+    mark("periodic_eval_begin")
+    metrics = evaluate_during_training(model, x_test, cfg, device)
+    mark("periodic_eval_end")
+    stop = bool(observe(step, model, metrics)) if observe is not None else False
+    model.train()
+    return metrics, stop
+
+
+def _finish(rd: RunDir, tracker, model, x_test, cfg: TrainConfig, device, last_eval: dict, last_step: int) -> dict:
     """Final metrics, sample grids and artifacts of a finished run."""
     mark("eval_begin")  # a run whose last step evaluated (the usual case) evaluates nothing more here
-    final = {"step": cfg.steps, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
+    final = {"step": last_step, **(last_eval or evaluate_during_training(model, x_test, cfg, device))}
     mark("eval_end")
     save_json(rd.final, final)
     grids = write_sample_grids(model.eval(), x_test, 64, rd.path / "samples.png", seed=cfg.seed)
