@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from vaezoo.core.intervals import proportion_interval
 from vaezoo.studies.intervals import direction, paired, t_interval
-from vaezoo.studies.measures import knn_accuracy, mmd_test, nn_distance, prior_mmd, prior_mmd_controls
+from vaezoo.studies.measures import knn_accuracy, mmd_test, nn_distance, prior_mmd, prior_mmd_controls, prior_mmd_null
 
 
 def test_prior_mmd_controls_exact_prior_scores_near_zero_and_wide_or_narrow_codes_far():
@@ -25,6 +26,26 @@ def test_prior_mmd_permutation_p_value_is_calibrated_under_the_null():
     ps = torch.tensor([prior_mmd(torch.randn(200, 6, generator=g), g, n=150, permutations=40)["p_value"] for _ in range(40)])
     assert int((ps <= 0.05).sum()) <= 6
     assert 0.3 < float(ps.mean()) < 0.7
+
+
+def test_the_repeated_exact_prior_control_sees_the_size_a_fixed_draw_cannot_and_a_biased_test_fails_it():
+    null = prior_mmd_null(6, torch.Generator().manual_seed(5), repeats=20, n=150, permutations=40)
+    assert null["rejected"]["lo"] <= 0.05 <= null["rejected"]["hi"] and null["mmd2"]["lo"] < 0 < null["mmd2"]["hi"]
+    # the same criterion on a known-bad case: codes N(0, 1.3^2 I) are rejected far more often than 5%
+    g = torch.Generator().manual_seed(5)
+    wide = [prior_mmd(1.3 * torch.randn(150, 6, generator=g), g, 150, 40)["p_value"] < 0.05 for _ in range(20)]
+    assert proportion_interval(sum(wide), 20)["lo"] > 0.05
+
+
+def test_the_exact_proportion_interval_covers_the_true_share_at_its_level():
+    # 400 binomial experiments at p = 0.05, n = 20 (a test's size): Clopper-Pearson covers at >= 95% (it is
+    # conservative); a normal-approximation interval covers far less here, which is why it is not used
+    g = torch.Generator().manual_seed(0)
+    hits = (torch.rand(400, 20, generator=g) < 0.05).sum(1).tolist()
+    covered = [(lambda iv: iv["lo"] <= 0.05 <= iv["hi"])(proportion_interval(h, 20)) for h in hits]
+    assert sum(covered) / 400 >= 0.95
+    assert proportion_interval(0, 20)["lo"] == 0.0 and proportion_interval(20, 20)["hi"] == 1.0
+    assert abs(proportion_interval(1, 20)["hi"] - 0.2487) < 1e-3  # the textbook value for 1 of 20
 
 
 def test_mmd_grows_with_the_distance_between_two_gaussians():
