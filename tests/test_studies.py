@@ -16,8 +16,8 @@ from vaezoo.studies.runner import run_study
 VAEZOO = Path(sys.executable).parent / "vaezoo"
 
 
-def vaezoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def vaezoo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -258,15 +258,18 @@ def test_ray_missing_or_unreachable_is_one_error_line_before_the_output_folder_i
 
 @pytest.fixture
 def ray_head():
-    """A one-node Ray cluster on 127.0.0.1 (2 CPUs) for the test; its address. Stopped by killing its own process
-    group, never `ray stop`, which would stop every Ray on the machine."""
+    """A one-node Ray cluster on 127.0.0.1 (2 CPUs) for the test: its address and the environment a driver needs
+    (this cluster's own auth token, so a token in ~/.ray from another Ray does not decide). Stopped by killing its
+    own process group, never `ray stop`, which would stop every Ray on the machine."""
     import os
+    import secrets
     import shutil
     import signal
     import tempfile
     import time
 
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'vaezoo[ray]'; `make test-slow` does)")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     root = Path(tempfile.mkdtemp(prefix="ray"))  # short: Ray's socket paths under it must stay < 108 characters
     port = closed_port()
     log = root / "head.log"
@@ -274,13 +277,13 @@ def ray_head():
            "--port", str(port), "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
            "--dashboard-agent-listen-port", str(closed_port()), "--temp-dir", str(root / "t")]
     with open(log, "w") as f:
-        head = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        head = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while "Ray runtime started" not in log.read_text():
             assert head.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", env
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:
@@ -288,13 +291,18 @@ def ray_head():
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
-        shutil.rmtree(root, ignore_errors=True)
+        for _ in range(10):  # its processes may still be writing logs for a moment after the head is gone
+            shutil.rmtree(root, ignore_errors=True)
+            if not root.exists():
+                break
+            time.sleep(1)
 
 
 @pytest.mark.slow
 def test_a_study_on_a_local_ray_cluster_gives_the_in_process_numbers(ray_head, tmp_path):
+    address, env = ray_head
     args = ["study", "prior-sampling", "--preset", "tiny", "--no-track"]  # two models (AE, VAE) x 3 seeds
-    on_ray = vaezoo(*args, "--ray", ray_head, "--out", "ray", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    on_ray = vaezoo(*args, "--ray", address, "--out", "ray", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path, env=env)
     assert on_ray.returncode == 0, on_ray.stderr
     here = vaezoo(*args, "--workers", "0", "--out", "here", cwd=tmp_path)
     assert here.returncode == 0, here.stderr
@@ -302,6 +310,6 @@ def test_a_study_on_a_local_ray_cluster_gives_the_in_process_numbers(ray_head, t
     assert len(ray_record["jobs"]) == 6
     assert ray_record["jobs"] == here_record["jobs"] and ray_record["numbers"] == here_record["numbers"]
     assert list(ray_record["jobs"]) == list(here_record["jobs"])  # gathered in the jobs' order
-    print(f"on Ray at {ray_head}: {on_ray.stdout.strip()}")
+    print(f"on Ray at {address}: {on_ray.stdout.strip()}")
     # the tasks wrote their run folders where the driver said (the shared folder of a multi-node cluster)
     assert len(list((tmp_path / "runs").glob("*/*/final.json"))) == 6
