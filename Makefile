@@ -22,7 +22,13 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-test-slow: $(STAMP)
+# The slow tests include a study on a local Ray cluster: Ray (the optional extra) is installed for them.
+RAY_STAMP := $(VENV)/.ray-installed
+$(RAY_STAMP): $(STAMP) constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[ray]'
+	touch $(RAY_STAMP)
+
+test-slow: $(STAMP) $(RAY_STAMP)
 	$(PY) -m pytest -q -m slow tests
 
 # The pytest-benchmark suite (benchmarks/, not part of `make test`), then the check of its speed ratios
