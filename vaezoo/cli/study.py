@@ -19,8 +19,8 @@ from vaezoo.core.errors import VaezooError
 @click.option("--seeds", type=int, default=None, help="Seeds per model (>= 3 where models are trained). [preset's]")
 @click.option("--out", "out_dir", default=None, help="Output folder. [runs/study-NAME-<time>]")
 @click.option("--runs-dir", default=None, help="Where the trained models' run folders go. [OUT/runs]")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Worker processes for the independent trainings (0: in this process).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes for the independent trainings (0: in this process). [one per CPU core]")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run each training as a one-CPU task on the Ray cluster at ADDRESS (host:port, or auto) instead of "
                    "--workers; needs pip install 'vaezoo[ray]', and on several machines a --runs-dir they all mount.")

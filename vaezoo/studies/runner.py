@@ -79,6 +79,13 @@ def _execute(name: str, job: Job, ctx: JobContext) -> tuple[str, dict]:
         torch.set_num_threads(threads)
 
 
+def default_workers() -> int:
+    """One worker process per CPU core this process may use (jobs are single-threaded)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_jobs(name: str, jobs: list[Job], ctx: JobContext, workers: int, ray=None) -> dict[str, dict]:
     """Every job's numbers keyed by job.key, in the order of ``jobs`` whatever order they finished in; on the Ray
     cluster ``ray`` (a connected ``ray`` module) when given, else in ``workers`` processes (0: this one)."""
@@ -110,7 +117,7 @@ def render(study: Study, preset: str, seeds: list[int], report: Report, command:
     return "\n".join(head + [s.rstrip() + "\n" for s in report.sections])
 
 
-def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, workers: int = 1,
+def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, workers: int | None = None,
               runs_dir: Path | None = None, force: bool = False, track: bool = True,
               tracking_uri: str | None = None, ray_address: str | None = None) -> dict:
     """Run study ``name`` with ``preset`` and write its report into ``out``; returns the study.json dict. The jobs
@@ -123,10 +130,11 @@ def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, wo
         raise VaezooError(f"--seeds must be >= {MIN_SEEDS} (intervals over seeds), got {n_seeds}")
     if n_seeds < 1:
         raise VaezooError(f"--seeds must be >= 1, got {n_seeds}")
+    if ray_address is not None and workers is not None:
+        raise VaezooError("--workers and --ray both say where the jobs run; give one")
+    workers = default_workers() if workers is None else workers
     if workers < 0:
         raise VaezooError(f"--workers must be >= 0, got {workers}")
-    if ray_address is not None and workers != 1:
-        raise VaezooError("--workers and --ray both say where the jobs run; give one")
     out = Path(out)
     check_out_folder(out, name, force)
     # connected before any folder is made: a missing Ray or an unreachable cluster leaves nothing behind
