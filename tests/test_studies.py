@@ -135,6 +135,16 @@ def test_beta_sweep_tiny_high_beta_shrinks_kl_and_active_units_and_beta0_reconst
         assert b1["elbo"] <= b1["ll_is"]  # the logged ELBO is the beta = 1 bound, below the IS estimate
     assert sum(jobs[f"beta64/seed{s}"]["active_units"] for s in seeds) < sum(jobs[f"beta1/seed{s}"]["active_units"] for s in seeds)
     assert (tmp_path / "beta" / "sweep.png").is_file() and (tmp_path / "beta" / "samples-beta64.png").is_file()
+    # the shapes half: beta = 64 collapses units on every seed; MIG is in [0, 1] and the report shows its controls
+    for s in seeds:
+        b1, b64 = jobs[f"shapes/beta1/seed{s}"], jobs[f"shapes/beta64/seed{s}"]
+        assert b64["active_units"] < b1["active_units"] and b64["kl"] < b1["kl"]
+        assert 0 <= b64["mig"] <= 1 and (b64["active_units"] > 0 or b64["mig_active"] == 0)
+    shapes = record["numbers"]["shapes"]
+    assert shapes["checks"]["beta64"]["active_units"] == "below" and shapes["verdict"] in ("holds", "does not hold")
+    assert shapes["mig_controls"]["the factors + 4 noise units"] > 0.95
+    assert record["numbers"]["verdicts"]["combined"] == record["verdict"]
+    assert (tmp_path / "beta" / "shapes-traversal-beta64.png").is_file() and "MIG" in (tmp_path / "beta" / "report.md").read_text()
 
 
 def test_rainforth_snr_tiny_decoder_snr_rises_encoder_falls_behind_it_and_the_regime_is_reported(tmp_path):

@@ -78,3 +78,33 @@ def test_t_interval_and_paired_difference():
     assert iv["mean"] == 2.0 and abs(iv["hi"] - 2.0 - 4.302652729911275 / 3**0.5) < 1e-9  # t_{0.975, 2} = 4.3027
     assert direction(paired([2.0, 3.0, 4.0], [1.0, 2.1, 2.9])) == "above"
     assert direction(paired([1.0, 2.0, 3.0], [1.1, 1.9, 3.0])) == "zero"
+
+
+def test_mig_controls_the_factors_score_near_one_rotated_copied_constant_and_noise_codes_near_zero():
+    from vaezoo.data.shapes import factor_grid
+    from vaezoo.studies.disentanglement import mig_controls
+
+    for seed in (0, 1):
+        c = mig_controls(factor_grid(), seed=seed)
+        assert c["the factors + 4 noise units"] > 0.95
+        assert c["the factors rotated 45 degrees in pairs"] < 1e-9 and c["each factor copied into two units"] < 1e-9
+        assert c["constant"] == 0.0 and c["pure noise"] < 0.02
+        assert c["random rotations of the factors (mean of 10)"] < 0.3
+
+
+def test_mig_per_factor_gap_finds_the_unit_and_bad_input_is_refused():
+    import numpy as np
+    import pytest
+
+    from vaezoo.studies.disentanglement import discrete_mi, entropy, mig
+
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 5, size=(2000, 2))
+    codes = np.stack([rng.standard_normal(2000), f[:, 1] + 0.01 * rng.standard_normal(2000), f[:, 0] * 3.0], 1)
+    out = mig(codes, f)
+    assert out["top_unit"] == [2, 1] and min(out["gaps"]) > 0.95
+    assert abs(discrete_mi(f[:, 0], f[:, 0]) - entropy(f[:, 0])) < 1e-12 and abs(entropy(f[:, 0]) - np.log(5)) < 0.01
+    with pytest.raises(ValueError, match="same N"):
+        mig(codes[:10], f)
+    with pytest.raises(ValueError, match="entropy is 0"):
+        mig(codes, np.zeros((2000, 1), dtype=int))

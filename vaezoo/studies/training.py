@@ -20,6 +20,7 @@ class StudyData:
     train_raw: torch.Tensor
     test_raw: torch.Tensor
     labels: dict | None
+    factors: dict | None = None  # generative factor indices, where the data set has them (``shapes``)
 
 
 @functools.lru_cache(maxsize=4)
@@ -28,7 +29,7 @@ def study_data(name: str, binarize: str) -> StudyData:
 
     ds = load_dataset(DataConfig(name=name, binarize=binarize))
     return StudyData(eval_binarized(ds.train, binarize, seed=1), eval_binarized(ds.test, binarize), ds.train, ds.test,
-                     ds.labels)
+                     ds.labels, ds.factors)
 
 
 def user_config(params: dict, seed: int, model: dict, objective: dict | None = None, batch_size: int | None = None) -> dict:
