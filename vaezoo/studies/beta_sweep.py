@@ -69,11 +69,11 @@ class BetaSweep(Study):
         digits = self._digits_half(params, seeds, results)
         shapes = _shapes_half(params, seeds, results)
         verdict = combine(digits.verdict, shapes.verdict)
-        why = (f"digits half (reconstruction, KL, collapse): {digits.verdict}: {digits.why} Shapes half (does high beta "
+        why = (f"{params['dataset']} half (reconstruction, KL, collapse): {digits.verdict}: {digits.why} Shapes half (does high beta "
                f"disentangle?): {shapes.verdict}: {shapes.why} Combined: 'holds' only where both halves hold, 'does "
                "not hold' where either does not, else 'depends'.")
         numbers = {**digits.numbers, "shapes": shapes.numbers,
-                   "verdicts": {"digits": digits.verdict, "shapes": shapes.verdict, "combined": verdict}}
+                   "verdicts": {params["dataset"]: digits.verdict, "shapes": shapes.verdict, "combined": verdict}}
         return Report(verdict, why, digits.sections + shapes.sections, numbers, {**digits.figures, **shapes.figures})
 
     def _digits_half(self, params: dict, seeds: list[int], results: dict[str, dict]) -> Report:

@@ -17,7 +17,7 @@ STUDIES: dict[str, tuple[str, str]] = {
     "organisation": ("vaezoo.studies.organisation",
                      "k-NN class accuracy of latent means (AE, VAE, beta-VAE): organisation from reconstruction, not KL?"),
     "beta-sweep": ("vaezoo.studies.beta_sweep",
-                   "beta from 0 to 64: reconstruction, KL, active units, IS log-likelihood; does high beta collapse?"),
+                   "beta from 0 to 64: reconstruction, KL, active units, IS log-likelihood; on shapes, MIG: collapse or disentangle?"),
     "rainforth-snr": ("vaezoo.studies.rainforth_snr",
                       "IWAE gradient SNR vs K on the linear-Gaussian model: encoder -1/2, decoder +1/2, DReG; with ESS"),
     "dreg-gain": ("vaezoo.studies.dreg_gain",
