@@ -212,7 +212,11 @@ def _shapes_half(params: dict, seeds: list[int], results: dict[str, dict]) -> Re
         with open(results[key[b][0]]["_grid"], "rb") as fh:
             figures[f"shapes-traversal-{slug(b)}.png"] = fh.read()
     sections = _shapes_sections(params, betas, stats, gaps, controls, seeds, BINS)
-    sections.insert(1, f"### The answer\n\n{answer}. Judged on paired (same-seed) differences from beta = 1 at each beta > 1 "
+    best = max(betas, key=lambda b: stats[slug(b)]["mig"]["mean"])
+    scale = (f"The highest MIG, {iv.fmt(stats[slug(best)]['mig'], 3)} at beta = {best:g}, is to be read against the "
+             f"controls: {controls['random rotations of the factors (mean of 10)']:.2f} for random rotations of the "
+             f"true factors, {controls['the factors + 4 noise units']:.2f} for the factors themselves.")
+    sections.insert(1, f"### The answer\n\n{answer}. {scale} Judged on paired (same-seed) differences from beta = 1 at each beta > 1 "
                        f"({text}): 'only collapses' (the half holds) where some beta > 1 has fewer active units and none "
                        "a higher MIG; 'does not hold' where some beta > 1 raises the MIG; 'depends' where neither is "
                        "resolved. The MIG with inactive units held constant is shown for reading, not judged.\n")
