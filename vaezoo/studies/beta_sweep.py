@@ -287,7 +287,10 @@ def _shapes_sections(params: dict, betas: list[float], stats: dict, gaps: dict, 
         "per model, Bernoulli decoder; bounds on the test set in nats per image (no IS estimate: it judges nothing here).\n\n"
         + "\n".join(rows) + "\n\nAn inactive unit's mean (Var_x mu_u <= 0.01) still varies slightly with the image, and binning "
         "over its own range turns that into information the decoder does not use; the third column holds such units "
-        "constant (the standard MIG, second column, does not).\n\nThe gap per factor (normalised MI of the best unit minus the second):\n\n"
+        "constant (the standard MIG, second column, does not). The count of active units is itself fragile where nearly "
+        "everything collapses: a unit with sigma ~ 0.98 whose mean wanders by Var_x mu ~ 0.01-0.04 passes Burda's 0.01 "
+        "threshold without carrying anything, so at the largest beta a seed can count several 'active' units around the "
+        "one it uses (hence that row's wide interval); the KL column says how little information they hold.\n\nThe gap per factor (normalised MI of the best unit minus the second):\n\n"
         + "\n".join(gap_rows) + "\n\n![shapes sweep](shapes-sweep.png)\n",
         f"## Latent traversals on shapes (seed {seeds[0]})\n\nOne row per latent unit: the first test image's mean with that "
         f"unit moved from -{TRAVERSAL:g} to {TRAVERSAL:g}, the others held. A collapsed unit's row does not change.\n\n"
