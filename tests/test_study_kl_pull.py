@@ -20,7 +20,7 @@ def final_units(record: dict, beta: str):
     """(seed, active, last test snapshot) of every seed's model at ``beta``."""
     for seed in record["seeds"]:
         r = record["jobs"][f"{beta}/seed{seed}"]
-        yield seed, r["active"], r["snapshots"]["test"][-1]
+        yield seed, r["active"], r["final"]["test"]
 
 
 def test_snapshots_at_step_0_and_every_eval_every_step_the_last_being_the_saved_model(tiny):
@@ -28,10 +28,11 @@ def test_snapshots_at_step_0_and_every_eval_every_step_the_last_being_the_saved_
     p = record["params"]
     for key, r in record["jobs"].items():
         assert r["steps"] == list(range(0, p["steps"] + 1, p["eval_every"])), key
-        assert len(r["snapshots"]["train"]) == len(r["snapshots"]["test"]) == len(r["steps"])
+        assert len(r["trajectory"]["mu_sd"]) == len(r["trajectory"]["sigma_mean"]) == len(r["steps"])
         # the last snapshot is of the model the run saved: its spreads classify the units as the reloaded model's do
-        assert [sd**2 > 0.01 for sd in r["snapshots"]["test"][-1]["mu_sd"]] == r["active"], key
-        first = r["snapshots"]["test"][0]["sigma_mean"]  # the initial encoder: sigma = softplus(~0) ~ 0.69
+        assert [sd**2 > 0.01 for sd in r["final"]["test"]["mu_sd"]] == r["active"], key
+        assert r["trajectory"]["sigma_mean"][-1] == [round(v, 4) for v in r["final"]["test"]["sigma_mean"]]
+        first = r["trajectory"]["sigma_mean"][0]  # the initial encoder: sigma = softplus(~0) ~ 0.69
         assert all(0.4 < s < 0.9 for s in first), key
 
 

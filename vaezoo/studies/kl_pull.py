@@ -51,9 +51,12 @@ class Snapshots:
         self.stats: dict[str, list[dict]] = {name: [] for name in sets}
 
     def __call__(self, step: int, model, metrics: dict) -> None:
+        training = model.training  # the loop hands over its training-mode model: encode as evaluation does
+        model.eval()
         self.steps.append(step)
         for name, x in self.sets.items():
             self.stats[name].append(unit_stats(model, x))
+        model.train(training)
 
 
 def initial_model(cfg):
@@ -122,7 +125,16 @@ class KLPull(Study):
         model, _, final = train_job(job, ctx, user, observe=watch)
         stats = posterior_stats(model, data.test)
         active = active_mask(torch.tensor(stats["mu_variance_per_unit"])).tolist()
-        return {"steps": watch.steps, "snapshots": watch.stats, "active": active, "active_units": stats["active_units"],
+        test = watch.stats["test"]
+        # study.json keeps every step's spread and sigma (the figures), the extremes over all steps, and the full
+        # statistics of the last snapshot (the verdict's); all of them for every step would be ~1 MB per report
+        return {"steps": watch.steps,
+                "trajectory": {k: [[round(v, 4) for v in snap[k]] for snap in test] for k in ("mu_sd", "sigma_mean")},
+                "final": {name: snaps[-1] for name, snaps in watch.stats.items()},
+                "ever": {"max_abs_mu": max(max(snap["max_abs_mu"]) for snap in test),
+                         "sigma_max": max(max(snap["sigma_max"]) for snap in test),
+                         "sigma_min": min(min(snap["sigma_min"]) for snap in test)},
+                "active": active, "active_units": stats["active_units"],
                 "kl": stats["kl"], "kl_per_unit": stats["kl_per_unit"], "test_elbo": final["test_elbo"]}
 
     def analyse(self, params: dict, seeds: list[int], results: dict[str, dict]) -> Report:
@@ -133,16 +145,16 @@ class KLPull(Study):
             runs = [results[f"{slug(b)}/seed{s}"] for s in seeds]
             per[slug(b)] = {}
             for name in ("train", "test"):
-                rows = {g: [group_summary(r["snapshots"][name][-1], r["active"], g) for r in runs] for g in GROUPS}
+                rows = {g: [group_summary(r["final"][name], r["active"], g) for r in runs] for g in GROUPS}
                 per[slug(b)][name] = {g: _intervals([x for x in rows[g] if x is not None]) for g in GROUPS}
             per[slug(b)]["active_units"] = iv.t_interval([r["active_units"] for r in runs])
             per[slug(b)]["collapsed_units"] = iv.t_interval([len(r["active"]) - r["active_units"] for r in runs])
             per[slug(b)]["kl"] = iv.t_interval([r["kl"] for r in runs])
             # every unit's sigma at the initial model and at the first snapshot after it: where the pull acts first
             for i, label in ((0, "sigma_all_units_step0"), (1, "sigma_all_units_first_snapshot")):
-                per[slug(b)][label] = iv.t_interval([_mean(r["snapshots"]["test"][i]["sigma_mean"]) for r in runs])
-            per[slug(b)]["largest_abs_mu_ever"] = max(max(s["max_abs_mu"]) for r in runs for s in r["snapshots"]["test"])
-            per[slug(b)]["largest_sigma_ever"] = max(max(s["sigma_max"]) for r in runs for s in r["snapshots"]["test"])
+                per[slug(b)][label] = iv.t_interval([_mean(r["trajectory"]["sigma_mean"][i]) for r in runs])
+            per[slug(b)]["largest_abs_mu_ever"] = max(r["ever"]["max_abs_mu"] for r in runs)
+            per[slug(b)]["largest_sigma_ever"] = max(r["ever"]["sigma_max"] for r in runs)
         checks = self._checks(per, betas, high)
         verdict, why = self._verdict(checks, per, high, len(seeds))
         figures = {"trajectories.png": self._trajectories(betas, seeds, results),
@@ -222,11 +234,11 @@ class KLPull(Study):
         for col, b in enumerate(betas):
             for s in seeds:
                 r = results[f"{slug(b)}/seed{s}"]
-                snaps = r["snapshots"]["test"]
+                path = r["trajectory"]
                 for j, active in enumerate(r["active"]):
                     style = {"color": COLOURS["active" if active else "collapsed"], "alpha": 0.55, "lw": 0.9}
-                    axes[0, col].plot(r["steps"], [x["mu_sd"][j] for x in snaps], **style)
-                    axes[1, col].plot(r["steps"], [x["sigma_mean"][j] for x in snaps], **style)
+                    axes[0, col].plot(r["steps"], [x[j] for x in path["mu_sd"]], **style)
+                    axes[1, col].plot(r["steps"], [x[j] for x in path["sigma_mean"]], **style)
             axes[0, col].set_title(f"beta = {b:g}" + (" (control: no pull)" if b == 0 else ""), fontsize=10)
             axes[1, col].set_xlabel("training step")
             for row in range(2):
@@ -251,7 +263,7 @@ class KLPull(Study):
         for ax, b in zip(axes[0], betas):
             for s in seeds:
                 r = results[f"{slug(b)}/seed{s}"]
-                last = r["snapshots"]["test"][-1]
+                last = r["final"]["test"]
                 for j, active in enumerate(r["active"]):
                     ax.scatter(last["mu_sd"][j], last["sigma_mean"][j], s=14, alpha=0.7,
                                color=COLOURS["active" if active else "collapsed"])
