@@ -69,23 +69,21 @@ def initial_model(cfg):
 
 def group_summary(final: dict, active: list[bool], group: str) -> dict | None:
     """One seed's final snapshot over the units of ``group``: means over units of |E_x mu_j|, sd_x mu_j, E_x sigma_j
-    (and its smallest unit) and the aggregate variance Var_x mu_j + E_x sigma_j^2 (1 where q(z_j) = N(0, 1)), the extremes over the group's
-    units and images, and how many units it has; None where it has none."""
+    (and its smallest unit) and the aggregate variance Var_x mu_j + E_x sigma_j^2 (1 where q(z_j) = N(0, 1)), the
+    extremes over the group's units and images, and how many units it has; None where it has none."""
     units = [j for j, a in enumerate(active) if a == (group == "active")]
     if not units:
         return None
-
-    mean = _mean
     used = min(units, key=lambda j: final["sigma_mean"][j])
     return {
         "units": len(units),
         "units_off_prior": sum(abs(final["sigma_mean"][j] - 1) > NEAR for j in units),
-        "abs_mu_mean": mean([abs(final["mu_mean"][j]) for j in units]),
-        "mu_sd": mean([final["mu_sd"][j] for j in units]),
-        "sigma_mean": mean([final["sigma_mean"][j] for j in units]),
+        "abs_mu_mean": _mean([abs(final["mu_mean"][j]) for j in units]),
+        "mu_sd": _mean([final["mu_sd"][j] for j in units]),
+        "sigma_mean": _mean([final["sigma_mean"][j] for j in units]),
         "sigma_mean_lowest_unit": final["sigma_mean"][used],  # the unit the decoder leans on most
         "mu_sd_lowest_unit": final["mu_sd"][used],
-        "aggregate_var": mean([final["mu_sd"][j] ** 2 + final["sigma_sq_mean"][j] for j in units]),
+        "aggregate_var": _mean([final["mu_sd"][j] ** 2 + final["sigma_sq_mean"][j] for j in units]),
         "max_abs_mu": max(final["max_abs_mu"][j] for j in units),
         "sigma_max": max(final["sigma_max"][j] for j in units),
         "sigma_min": min(final["sigma_min"][j] for j in units),
