@@ -24,6 +24,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                   "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
     "interpolation": ("vaezoo.studies.interpolation",
                       "AE vs VAE latent paths: roughness of the decoded path, midpoints off the codes (validated)"),
+    "kl-pull": ("vaezoo.studies.kl_pull",
+                "per-unit mu and sigma during training: does KL pull mu -> 0, sigma -> 1? (active vs collapsed units)"),
 }
 
 

@@ -1,9 +1,10 @@
-"""Training inside a study's job: one seeded vaezoo training run (a child of the study's MLflow run), then
-its model and the data it is measured on."""
+"""Training inside a study's job: one seeded vaezoo training run (a child of the study's MLflow run), optionally
+watched at each evaluation (snapshots during training), then its model and the data it is measured on."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +34,8 @@ def study_data(name: str, binarize: str) -> StudyData:
 
 
 def user_config(params: dict, seed: int, model: dict, objective: dict | None = None, batch_size: int | None = None) -> dict:
-    """The training config of a study's model: the preset's dataset, networks and steps, this job's seed."""
+    """The training config of a study's model: the preset's dataset, networks and steps, this job's seed; it is
+    evaluated (and an observer called) every ``eval_every`` steps where the preset sets it, else at the end."""
     return {
         "model": {"hidden": list(params["hidden"]), "latent_dim": params["latent_dim"], **model},
         "objective": objective or {},
@@ -41,19 +43,20 @@ def user_config(params: dict, seed: int, model: dict, objective: dict | None = N
         "steps": params["steps"],
         "batch_size": batch_size or params.get("batch_size", 128),
         "seed": seed,
-        "eval_every": params["steps"],
+        "eval_every": params.get("eval_every", params["steps"]),
         "checkpoint_every": params["steps"],
         "log_every": max(1, params["steps"] // 10),
     }
 
 
-def train_job(job: Job, ctx: JobContext, user: dict):
-    """Train ``user`` (a config dict) in ``ctx.runs_dir / job.key``; returns (model in eval mode, config, final metrics)."""
+def train_job(job: Job, ctx: JobContext, user: dict, observe: Callable | None = None):
+    """Train ``user`` (a config dict) in ``ctx.runs_dir / job.key``; returns (model in eval mode, config, final metrics).
+    ``observe(step, model, test_metrics)`` is called at each evaluation (``vaezoo.training.train``'s observer)."""
     from vaezoo.training import load_run_model, resolve_for_dataset, train
 
     cfg = resolve_for_dataset(user)
     run_dir = ctx.runs_dir / job.key.replace("/", "-")
-    final = train(cfg, run_dir, track=ctx.track, tracking_uri=ctx.tracking_uri, progress=False)
+    final = train(cfg, run_dir, track=ctx.track, tracking_uri=ctx.tracking_uri, progress=False, observe=observe)
     model, _ = load_run_model(run_dir)
     return model.eval(), cfg, final
 
@@ -63,9 +66,10 @@ def variant_jobs(variants, params: dict, seeds: list[int]) -> list[Job]:
     return [Job(f"{v}/seed{s}", s, {"variant": v, "params": params}) for v in variants for s in seeds]
 
 
-def train_variant(job: Job, ctx: JobContext, variants: dict):
+def train_variant(job: Job, ctx: JobContext, variants: dict, observe: Callable | None = None):
     """Train the variant ``job.payload["variant"]`` names in ``variants`` (label -> (model config, objective)) with
-    the preset's networks; returns (model, its StudyData, final metrics)."""
+    the preset's networks, watched by ``observe`` (see ``train_job``); returns (model, its StudyData, final metrics)."""
     model_cfg, objective = variants[job.payload["variant"]]
-    model, cfg, final = train_job(job, ctx, user_config(job.payload["params"], job.seed, model_cfg, objective))
+    user = user_config(job.payload["params"], job.seed, model_cfg, objective)
+    model, cfg, final = train_job(job, ctx, user, observe)
     return model, study_data(cfg.data.name, cfg.data.binarize), final
