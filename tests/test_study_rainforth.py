@@ -45,7 +45,10 @@ def test_trained_half_decoder_snr_rises_with_k_at_every_x_and_the_ess_is_reporte
         assert ess[str(params["ks"][-1])] < ess["1"]  # more samples, relatively fewer that count
         assert tr["in_regime"][str(f["x"])] == (min(ess.values()) >= ESS_REGIME)
     assert tr["slopes"]["reparam.decoder"]["lo"] > 0
-    assert set(tr["bootstrap_width"]) == {"reparam.encoder", "reparam.decoder", "dreg.encoder", "dreg.decoder"}
+    judged = {"reparam.encoder", "reparam.decoder", "dreg.encoder", "dreg.decoder"}
+    assert set(tr["bootstrap_width"]) == set(tr["mom_slope_inside_interval"]) == judged
+    # the heavy-tail check: the median-of-means decoder slope rises too
+    assert all(f["reparam.decoder.mom"]["slope"] > 0 for f in tr["per_x"])
     report = (out / "report.md").read_text()
     assert "## Linear-Gaussian half" in report and "## Trained half" in report and "ESS/K at K=16" in report
     assert all((out / f).is_file() for f in ("slopes.png", "trained-slopes.png", "trained-snr.png"))
