@@ -245,13 +245,14 @@ class RainforthSNR(Study):
                    "bootstrap_width": {k: {"mean": sum(w) / len(w), "max": max(w)} for k, w in widths.items()},
                    "mom_slope_inside_interval": mom_inside,
                    "agrees_at_every_x": {k: all(agrees(k, f[k]) for f in xs) for k in keys}}
-        ess_rows = ["| seed | test x | " + " | ".join(f"ESS/K at K={k}" for k in p["ks"]) + " | regime |",
-                    "|---:|---:|" + "---:|" * len(p["ks"]) + "---|"]
+        last = str(p["ks"][-2]) if len(p["ks"]) > 1 else big
+        ess_rows = ["| seed | test x | " + " | ".join(f"ESS/K at K={k}" for k in p["ks"]) + f" | K={big} / K={last} | regime |",
+                    "|---:|---:|" + "---:|" * (len(p["ks"]) + 1) + "---|"]
         for s, r in zip(seeds, results):
             for f in r["per_x"]:
                 ok = min(f["ess_per_k"].values()) >= ESS_REGIME
                 ess_rows.append(f"| {s} | {f['x']} | " + " | ".join(f"{f['ess_per_k'][str(k)]:.3f}" for k in p["ks"])
-                                + f" | {'reached' if ok else 'NOT reached'} |")
+                                + f" | {f['ess_per_k'][big] / f['ess_per_k'][last]:.2f} | {'reached' if ok else 'NOT reached'} |")
         check = ["| estimator.network | mean-SNR slope (judged) | its bootstrap width, mean (max) over x | median-SNR slope "
                  "| median-of-means slope | MoM inside the median's interval |", "|---|---:|---:|---:|---:|---:|"]
         check += [f"| {k} | {iv.fmt(slopes[k])} | {numbers['bootstrap_width'][k]['mean']:.3f} "
@@ -280,7 +281,10 @@ class RainforthSNR(Study):
             "### Is the asymptotic regime reached?\n\n"
             f"ESS / K of K importance weights at each test x and each K (Kong 1992), the mean over {p['ess_repeats']} "
             f"independent sets. An x is in the regime when ESS / K >= {ESS_REGIME} at every K of the sweep (up to K = {big}); "
-            "below it a few weights dominate the bound and its gradient, and the slopes are not expected.\n\n"
+            "below it a few weights dominate the bound and its gradient, and the slopes are not expected. ESS / K levels "
+            "off at 1 / (1 + Var w / (E w)^2) once K resolves the weights' spread; the ratio of the last two columns "
+            "says how far it still falls at the largest K (1: levelled off; the further below 1, the further K is from "
+            "the large-K limit the slopes are asymptotic in).\n\n"
             + "\n".join(ess_rows) + "\n",
         ]
         figures = {"trained-slopes.png": self._figure(keys, slopes, xs, "trained IWAE: SNR slopes over seeds"),
