@@ -128,6 +128,7 @@ class RainforthSNR(Study):
     claim = ("IWAE with reparameterised gradients: encoder SNR ~ K^-1/2 and decoder SNR ~ K^+1/2 (Rainforth et al. "
              "2018); DReG's encoder SNR does not fall with K (Tucker et al. 2019).")
     source = "Rainforth et al. 2018 (ICML), Tucker et al. 2019 (ICLR); shared/FORMULAS.md 'Gradient noise'"
+    # full's trained half: a cell keeps draws x parameters floats, about 9 GB at 2000 x 1.1M (mnist5k 512-256-32)
     presets = {
         "tiny": {"ks": (1, 4, 16), "draws": 64, "bootstrap": 50, "perturb": 0.05, "ess_samples": 1000, "seeds": 3,
                  "trained": {"dataset": "digits", "hidden": (64, 32), "latent_dim": 4, "steps": 300, "k": 8, "xs": 2,
