@@ -89,8 +89,11 @@ def snr_sweep(model, x: torch.Tensor, ks, draws: int, bootstrap: int, seed: int)
 
 
 def slope_keys(fit: dict) -> list[str]:
-    """The judged estimator.network keys of one x's fits (not the checks)."""
-    return [k for k, v in fit.items() if isinstance(v, dict) and "slope" in v and not k.endswith(tuple(CHECKS.values()))]
+    """The judged estimator.network keys of one x's fits (not the checks), reparam before DReG, encoder before
+    decoder, whatever order the fits were stored in (study.json sorts its keys)."""
+    keys = [k for k, v in fit.items() if isinstance(v, dict) and "slope" in v and not k.endswith(tuple(CHECKS.values()))]
+    order = {"reparam": 0, "dreg": 1, "encoder": 0, "decoder": 1}
+    return sorted(keys, key=lambda k: tuple(order.get(part, 2) for part in k.split(".")))
 
 
 def agrees(key: str, fit: dict) -> bool:
@@ -241,7 +244,7 @@ class RainforthSNR(Study):
         # inside the median-SNR slope's interval, the tails do not drive the slope
         mom_inside = {k: sum(f[k + ".median"]["lo"] <= f[k + ".mom"]["slope"] <= f[k + ".median"]["hi"] for f in xs)
                       for k in keys}
-        numbers = {"slopes": slopes, "per_x": xs, "in_regime": dict(zip(names, regime)),
+        numbers = {"slopes": slopes, "in_regime": dict(zip(names, regime)),  # each x's fits: the jobs' own numbers
                    "ess_per_k": {n: f["ess_per_k"] for n, f in zip(names, xs)},
                    "bootstrap_width": {k: {"mean": sum(w) / len(w), "max": max(w)} for k, w in widths.items()},
                    "mom_slope_inside_interval": mom_inside,
