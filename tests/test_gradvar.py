@@ -76,6 +76,21 @@ def test_snr_matches_its_definition_and_skips_constant_parameters():
     assert stats.zero_variance_count(rows) == 1
 
 
+def test_median_of_means_snr_matches_the_snr_on_gaussian_draws_and_ignores_rare_huge_ones():
+    g = torch.Generator().manual_seed(4)
+    mu = torch.tensor([0.5, 1.0, 2.0])
+    rows = mu + torch.randn(20000, 3, generator=g)
+    plain = float(stats.snr_statistics(rows)[0]["snr_median"])
+    assert float(stats.snr_median_of_means(rows, 20)) == pytest.approx(plain, rel=0.05)
+    # control: one draw in 2000 is 1000 times the size; the plain SNR collapses, the median of means does not
+    heavy = rows.clone()
+    heavy[::2000] *= 1000
+    assert float(stats.snr_statistics(heavy)[0]["snr_median"]) < 0.2 * plain
+    assert float(stats.snr_median_of_means(heavy, 20)) == pytest.approx(plain, rel=0.1)
+    with pytest.raises(ValueError, match="groups"):
+        stats.snr_median_of_means(rows[:30], 4)
+
+
 @pytest.mark.parametrize("shared", [True, False])
 def test_snr_replicates_on_a_parameter_subset_stand_in_for_all_parameters(shared):
     """Network gradients move together across draws (a shared per-draw factor): there a subset's replicate

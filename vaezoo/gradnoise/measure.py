@@ -50,7 +50,9 @@ class GradVarConfig:
     chunk_units / chunk_mb bound one vmapped chunk's memory; method: the pool's per-example moments from
     layer hooks in one backward pass per group (``hooks``, vaezoo.gradnoise.moments) or from torch.func
     per-example gradients (``vmap``); score_baseline: the score estimator measured with the baseline training
-    uses, held at its settled value (``trained``, vaezoo.gradnoise.baseline), or with none. A cell keeps its R gradients (R x P floats:
+    uses, held at its settled value (``trained``, vaezoo.gradnoise.baseline), or with none; mom_groups: also the
+    median-of-means SNR ``snr_mom`` from that many groups of a cell's draws (0: none; a point estimate, a check
+    against heavy-tailed draws, vaezoo.gradnoise.stats.snr_median_of_means). A cell keeps its R gradients (R x P floats:
     about 0.9 GB for the 1.1M-parameter reference VAE at R = 200) and a pool its groups' sums."""
 
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
@@ -74,6 +76,7 @@ class GradVarConfig:
     chunk_mb: int = 256
     method: str = "hooks"
     score_baseline: str = "trained"
+    mom_groups: int = 0
 
     def __post_init__(self) -> None:
         self._check_grid()
@@ -117,6 +120,9 @@ class GradVarConfig:
             raise VaezooError(
                 f"the split needs inner >= 2 and draws >= 2 x inner, got draws={self.draws} inner={self.inner}"
             )
+        if self.mom_groups and (self.mom_groups < 2 or self.draws % self.mom_groups or self.draws // self.mom_groups < 2):
+            raise VaezooError(f"mom_groups must be 0 or >= 2 groups of >= 2 draws dividing draws={self.draws}, "
+                              f"got {self.mom_groups}")
         if self.pool < 0 or self.bootstrap < 0:
             raise VaezooError(f"pool and bootstrap must be >= 0, got pool={self.pool} bootstrap={self.bootstrap}")
         if self.pool and (self.pool_groups < 2 or self.pool % self.pool_groups):
@@ -293,6 +299,8 @@ def measure_cell(engine: DrawGradients, sampler: DrawSampler, cell: Cell, cfg: G
         _put_all(res, net, stats.draw_statistics(m), None if counts is None else stats.draw_statistics(m, counts))
         columns = _snr_columns(engine.sizes[net], cfg.seed, net, device)
         _put_all(res, net, *stats.snr_statistics(rows[net], counts, columns))
+        if cfg.mom_groups:
+            res.put(net, "snr_mom", stats.snr_median_of_means(rows[net], cfg.mom_groups), None)
         res.info[f"{net}_params"] = engine.sizes[net]
         res.info[f"{net}_zero_variance"] = stats.zero_variance_count(rows[net])
     del rows

@@ -26,6 +26,7 @@ STAT_NOTES = {
     "mean_sq_norm": "E|g|^2",
     "snr_mean": "mean over parameters of |E g_p| / std g_p (Rainforth et al. 2018)",
     "snr_median": "median over parameters of |E g_p| / std g_p",
+    "snr_mom": "median over parameters of |median of group means| / sqrt(median of group variances) (heavy-tail check)",
     "latent_var": "E_batch[tr Var_eps g]: the part from sampling z",
     "data_var": "total - latent: the part from sampling the data",
     "latent_fraction": "latent_var / trace_cov",

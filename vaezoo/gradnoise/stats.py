@@ -183,6 +183,26 @@ def snr_statistics(
     return point, reps
 
 
+def snr_median_of_means(rows: torch.Tensor, groups: int) -> torch.Tensor:
+    """A per-parameter SNR that rare huge draws cannot move, as the median over parameters [1] (to set beside
+    ``snr_median``): the draws [n, P] in ``groups`` equal consecutive groups (independent draws, so any split is
+    a random one), |median of the group means| / sqrt(median of the group variances). The median over
+    parameters, not the mean: a parameter whose gradient is zero in most draws (a mostly dead unit) has a
+    median group variance near 0 and an unbounded ratio. Where the draws are Gaussian it equals the SNR; where
+    their shape changes with K (heavy tails at small K) its slope differs from the plain SNR's, and that
+    difference is the tails' share of the slope."""
+    n, P = rows.shape
+    if groups < 2 or n % groups or n // groups < 2:
+        raise ValueError(f"median of means needs >= 2 groups of >= 2 draws dividing {n}, got {groups} groups")
+    out = torch.empty(P)
+    for j in range(0, P, COL_CHUNK):
+        block = rows[:, j : j + COL_CHUNK].float().reshape(groups, n // groups, -1)
+        centre = block.mean(1).median(0).values.abs()
+        spread = block.var(1).median(0).values.sqrt()
+        out[j : j + block.shape[2]] = (centre / spread).masked_fill(~(spread > 0), torch.nan).cpu()
+    return out.nanmedian().double().reshape(1)
+
+
 def zero_variance_count(rows: torch.Tensor) -> int:
     """Parameters whose gradient never varies across the draws (e.g. dead ReLU units): left out of SNR summaries."""
     return int((rows.amax(0) == rows.amin(0)).sum())

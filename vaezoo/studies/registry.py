@@ -19,7 +19,8 @@ STUDIES: dict[str, tuple[str, str]] = {
     "beta-sweep": ("vaezoo.studies.beta_sweep",
                    "beta from 0 to 64: reconstruction, KL, active units, IS log-likelihood; on shapes, MIG: collapse or disentangle?"),
     "rainforth-snr": ("vaezoo.studies.rainforth_snr",
-                      "IWAE gradient SNR vs K on the linear-Gaussian model: encoder -1/2, decoder +1/2, DReG; with ESS"),
+                      ("IWAE gradient SNR vs K, linear-Gaussian and a trained IWAE: encoder -1/2, decoder +1/2, DReG; "
+                       "with ESS / K per x")),
     "dreg-gain": ("vaezoo.studies.dreg_gain",
                   "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
     "interpolation": ("vaezoo.studies.interpolation",
