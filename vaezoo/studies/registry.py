@@ -24,6 +24,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                   "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
     "interpolation": ("vaezoo.studies.interpolation",
                       "AE vs VAE latent paths: roughness of the decoded path, midpoints off the codes (validated)"),
+    "burda-table1": ("vaezoo.studies.burda_table1",
+                     "Burda et al. 2016 Table 1: VAE and IWAE at k = 1, 5, 50, test NLL and active units (early stopping)"),
 }
 
 
