@@ -134,12 +134,7 @@ class BurdaTable1(Study):
         wanted[f"IWAE active units k={hi} - k={lo}"] = "above"
         checks = {name: iv.direction(d) for name, d in diffs.items()}
         text = "; ".join(f"{name}: {iv.fmt(d, 2)}" for name, d in diffs.items())
-        if all(checks[n] == wanted[n] for n in checks):
-            verdict, why = "holds", f"every ordering holds with its paired interval excluding 0 ({text})."
-        elif any(checks[n] not in ("zero", wanted[n]) for n in checks):
-            verdict, why = "does not hold", f"an ordering is reversed ({text})."
-        else:
-            verdict, why = "depends", f"some orderings are not resolved at {len(seeds)} seeds ({text})."
+        verdict, why = iv.verdict(checks, wanted, len(seeds), text, noun="ordering")
         numbers = {"models": stats, "differences": diffs, "checks": checks, "wanted": wanted,
                    "paper": {slug(a, k): {"nll": PAPER_NLL[a, k], "active_units": PAPER_UNITS[a, k]}
                              for a in BOUNDS for k in ks if (a, k) in PAPER_NLL}}
