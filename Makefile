@@ -22,7 +22,13 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
 
-test-slow: $(STAMP)
+# The slow tests include a study on a local Ray cluster: Ray (the optional extra) is installed for them.
+RAY_STAMP := $(VENV)/.ray-installed
+$(RAY_STAMP): $(STAMP) constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e '.[ray]'
+	touch $(RAY_STAMP)
+
+test-slow: $(STAMP) $(RAY_STAMP)
 	$(PY) -m pytest -q -m slow tests
 
 # The pytest-benchmark suite (benchmarks/, not part of `make test`), then the check of its speed ratios
@@ -42,7 +48,7 @@ bench-ci: $(STAMP) $(BENCH_STAMP)
 
 # The reproduction studies' quick reports, committed in docs/studies/NAME/ (report.md, study.json, small PNGs);
 # the trained models' run folders go to runs/studies/ (not committed). STUDIES=name picks some.
-STUDIES ?= prior-sampling kl-direction samples-per-z organisation beta-sweep rainforth-snr dreg-gain interpolation burda-table1
+STUDIES ?= prior-sampling kl-direction samples-per-z organisation beta-sweep rainforth-snr dreg-gain interpolation kl-pull burda-table1
 studies: $(STAMP)
 	for s in $(STUDIES); do \
 	  $(VENV)/bin/vaezoo study $$s --quick --out docs/studies/$$s --runs-dir runs/studies --no-track || exit 1; \

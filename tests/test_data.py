@@ -144,6 +144,31 @@ def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
     assert np.load(cached)["x"].shape == (5000, 784)
 
 
+def test_shapes_render_deterministically_each_factor_changes_the_image_and_the_factors_are_kept():
+    from vaezoo.data import shapes
+
+    a, b = load_dataset(DataConfig("shapes")), load_dataset(DataConfig("shapes"))
+    assert torch.equal(a.train, b.train) and torch.equal(a.factors["test"], b.factors["test"])
+    assert a.shape == (1, 32, 32) and set(a.train.unique().tolist()) == {0.0, 1.0}
+    assert a.info["factor_names"] == ["shape", "scale", "x", "y"] and a.info["factor_sizes"] == [4, 4, 10, 10]
+    for split in ("train", "test"):  # each image is the rendering of its recorded factors; class = shape
+        x, f = getattr(a, split), a.factors[split]
+        for i in (0, len(x) // 2, len(x) - 1):
+            assert np.array_equal(x[i, 0].numpy(), shapes.render(*f[i].tolist()))
+        assert torch.equal(a.labels[split], f[:, 0])
+    assert len(torch.unique(torch.cat([a.train, a.test]).flatten(1), dim=0)) == 1600  # every grid point distinct
+    base = (1, 1, 4, 4)
+    for k, n in enumerate(shapes.GRID):  # moving any one factor alone changes the image
+        for v in range(n):
+            if v != base[k]:
+                moved = list(base)
+                moved[k] = v
+                assert not np.array_equal(shapes.render(*moved), shapes.render(*base)), (k, v)
+    big, small = shapes.render(0, 3, 4, 4), shapes.render(0, 0, 4, 4)  # scale grows the area; x moves it right
+    assert big.sum() > small.sum()
+    assert np.argwhere(shapes.render(0, 0, 9, 4))[:, 1].mean() > np.argwhere(shapes.render(0, 0, 0, 4))[:, 1].mean()
+
+
 def test_validation_is_a_seeded_hold_out_that_training_never_sees():
     """The held-out images are drawn by a fixed seed (the same on every load), are disjoint from the training
     images that remain (as rows of the original set), keep their labels, and leave the test set alone."""

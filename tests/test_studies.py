@@ -17,8 +17,8 @@ from vaezoo.studies.runner import run_study
 VAEZOO = Path(sys.executable).parent / "vaezoo"
 
 
-def vaezoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+def vaezoo(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, *words: str) -> None:
@@ -136,6 +136,16 @@ def test_beta_sweep_tiny_high_beta_shrinks_kl_and_active_units_and_beta0_reconst
         assert b1["elbo"] <= b1["ll_is"]  # the logged ELBO is the beta = 1 bound, below the IS estimate
     assert sum(jobs[f"beta64/seed{s}"]["active_units"] for s in seeds) < sum(jobs[f"beta1/seed{s}"]["active_units"] for s in seeds)
     assert (tmp_path / "beta" / "sweep.png").is_file() and (tmp_path / "beta" / "samples-beta64.png").is_file()
+    # the shapes half: beta = 64 collapses units on every seed; MIG is in [0, 1] and the report shows its controls
+    for s in seeds:
+        b1, b64 = jobs[f"shapes/beta1/seed{s}"], jobs[f"shapes/beta64/seed{s}"]
+        assert b64["active_units"] < b1["active_units"] and b64["kl"] < b1["kl"]
+        assert 0 <= b64["mig"] <= 1 and (b64["active_units"] > 0 or b64["mig_active"] == 0)
+    shapes = record["numbers"]["shapes"]
+    assert shapes["checks"]["beta64"]["active_units"] == "below" and shapes["verdict"] in ("holds", "does not hold")
+    assert shapes["mig_controls"]["the factors + 4 noise units"] > 0.95
+    assert record["numbers"]["verdicts"]["combined"] == record["verdict"]
+    assert (tmp_path / "beta" / "shapes-traversal-beta64.png").is_file() and "MIG" in (tmp_path / "beta" / "report.md").read_text()
 
 
 def test_rainforth_snr_tiny_decoder_snr_rises_encoder_falls_behind_it_and_the_regime_is_reported(tmp_path):
@@ -180,12 +190,17 @@ def test_a_tracked_study_is_one_parent_run_with_each_fit_and_training_a_child(tm
     assert {"report.md", "study.json", "mmd.png"} <= artifacts
 
 
-def test_study_list_and_help_load_no_torch(tmp_path):
+def shadowed(tmp_path: Path, module: str, body: str) -> dict:
+    """An environment in which `import module` runs ``body`` instead (a package that is absent, or must not be used)."""
     import os
 
-    (tmp_path / "torch").mkdir()
-    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+    (tmp_path / module).mkdir()
+    (tmp_path / module / "__init__.py").write_text(body)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[1])])}
+
+
+def test_study_list_and_help_load_no_torch(tmp_path):
+    env = shadowed(tmp_path, "torch", "raise ImportError('torch is not installed here')\n")
     for args in (["study", "--list"], ["study", "--help"]):
         proc = subprocess.run([str(VAEZOO), *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
@@ -224,6 +239,91 @@ def test_off_support_ratio_is_one_for_held_out_codes_themselves():
     train, held = torch.randn(1000, 4, generator=g), torch.randn(300, 4, generator=g)
     assert off_support_ratio(held, train, held) == 1.0
     assert off_support_ratio(held + 10, train, held) > 5
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound by the OS, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_missing_or_unreachable_is_one_error_line_before_the_output_folder_is_made(tmp_path):
+    args = ["study", "prior-sampling", "--preset", "tiny", "--no-track", "--out", "o"]
+    env = shadowed(tmp_path, "ray", "raise ModuleNotFoundError('No module named ray')\n")
+    proc = subprocess.run([str(VAEZOO), *args, "--ray", "127.0.0.1:6379"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)
+    one_error_line(proc, "--ray", "pip install 'vaezoo[ray]'")
+    assert not (tmp_path / "o").exists()
+    # a Ray whose init would hang on a closed port for minutes: refused by the reachability check, init never runs
+    (tmp_path / "ray" / "__init__.py").write_text("def init(*a, **k):\n    raise AssertionError('init was called')\n")
+    address = f"127.0.0.1:{closed_port()}"
+    proc = subprocess.run([str(VAEZOO), *args, "--ray", address], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)
+    one_error_line(proc, "cannot reach a Ray cluster", address)
+    assert not (tmp_path / "o").exists()
+    one_error_line(vaezoo(*args, "--ray", address, "--workers", "2", cwd=tmp_path), "--workers", "--ray")
+
+
+@pytest.fixture
+def ray_head():
+    """A one-node Ray cluster on 127.0.0.1 (2 CPUs) for the test: its address and the environment a driver needs
+    (this cluster's own auth token, so a token in ~/.ray from another Ray does not decide). Stopped by killing its
+    own process group, never `ray stop`, which would stop every Ray on the machine."""
+    import os
+    import secrets
+    import shutil
+    import signal
+    import tempfile
+    import time
+
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'vaezoo[ray]'; `make test-slow` does)")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    root = Path(tempfile.mkdtemp(prefix="ray"))  # short: Ray's socket paths under it must stay < 108 characters
+    port = closed_port()
+    log = root / "head.log"
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+           "--port", str(port), "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
+           "--dashboard-agent-listen-port", str(closed_port()), "--temp-dir", str(root / "t")]
+    with open(log, "w") as f:
+        head = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        for _ in range(10):  # its processes may still be writing logs for a moment after the head is gone
+            shutil.rmtree(root, ignore_errors=True)
+            if not root.exists():
+                break
+            time.sleep(1)
+
+
+@pytest.mark.slow
+def test_a_study_on_a_local_ray_cluster_gives_the_in_process_numbers(ray_head, tmp_path):
+    address, env = ray_head
+    args = ["study", "prior-sampling", "--preset", "tiny", "--no-track"]  # two models (AE, VAE) x 3 seeds
+    on_ray = vaezoo(*args, "--ray", address, "--out", "ray", "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path, env=env)
+    assert on_ray.returncode == 0, on_ray.stderr
+    here = vaezoo(*args, "--workers", "0", "--out", "here", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    ray_record, here_record = (json.loads((tmp_path / d / "study.json").read_text()) for d in ("ray", "here"))
+    assert len(ray_record["jobs"]) == 6
+    assert ray_record["jobs"] == here_record["jobs"] and ray_record["numbers"] == here_record["numbers"]
+    assert list(ray_record["jobs"]) == list(here_record["jobs"])  # gathered in the jobs' order
+    print(f"on Ray at {address}: {on_ray.stdout.strip()}")
+    # the tasks wrote their run folders where the driver said (the shared folder of a multi-node cluster)
+    assert len(list((tmp_path / "runs").glob("*/*/final.json"))) == 6
 
 
 def test_burda_table1_tiny_iwae_bound_sits_above_the_elbo_and_every_number_comes_from_the_best_held_out_state(tmp_path):

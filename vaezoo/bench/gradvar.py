@@ -257,7 +257,7 @@ def quick_study(run_dir: str | Path, out: str | Path | None = None, track: bool 
 @click.option(
     "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Fresh model: any config key, e.g. model.hidden=[64]."
 )
-@click.option("--dataset", help="Fresh model: dataset (mnist5k | digits | mnist | linear-gaussian).")
+@click.option("--dataset", help="Fresh model: dataset (mnist5k | digits | mnist | linear-gaussian | shapes).")
 @click.option(
     "--train-steps", type=int, default=0, show_default=True, help="Fresh model: train it this many steps first."
 )

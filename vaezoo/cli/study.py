@@ -19,11 +19,15 @@ from vaezoo.core.errors import VaezooError
 @click.option("--seeds", type=int, default=None, help="Seeds per model (>= 3 where models are trained). [preset's]")
 @click.option("--out", "out_dir", default=None, help="Output folder. [runs/study-NAME-<time>]")
 @click.option("--runs-dir", default=None, help="Where the trained models' run folders go. [OUT/runs]")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="Worker processes for the independent trainings (0: in this process).")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes for the independent trainings (0: in this process). [one per CPU core]")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run each training as a one-CPU task on the Ray cluster at ADDRESS (host:port, or auto) instead of "
+                   "--workers; needs pip install 'vaezoo[ray]', and on several machines a --runs-dir they all mount.")
 @click.option("--force", is_flag=True, help="Write into an output folder that holds something else.")
 @tracking_options
-def study_command(name, list_studies, shortcut, preset, seeds, out_dir, runs_dir, workers, force, no_track, tracking_uri) -> None:
+def study_command(name, list_studies, shortcut, preset, seeds, out_dir, runs_dir, workers, ray_address, force, no_track,
+                  tracking_uri) -> None:
     """Run reproduction study NAME: a claim, measured over seeds, with a report and a verdict."""
     from vaezoo.studies.registry import STUDIES
 
@@ -40,7 +44,7 @@ def study_command(name, list_studies, shortcut, preset, seeds, out_dir, runs_dir
 
     out = out_dir or f"runs/study-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = run_study(name, preset or shortcut or "quick", out, seeds=seeds, workers=workers, runs_dir=runs_dir,
-                       force=force, track=not no_track, tracking_uri=tracking_uri)
+                       force=force, track=not no_track, tracking_uri=tracking_uri, ray_address=ray_address)
     click.echo(f"{name}: {record['verdict']}. {record['why']}")
     click.echo(f"written: {out}/report.md, {out}/study.json")
 

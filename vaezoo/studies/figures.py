@@ -25,9 +25,9 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def image_grid(images: np.ndarray, ncol: int = 8) -> bytes:
-    """Images [N, C, H, W] in [0, 1] as one PNG grid, scaled so 8x8 digits stay readable."""
-    scale = max(1, 56 // images.shape[-1])
+def image_grid(images: np.ndarray, ncol: int = 8, scale: int | None = None) -> bytes:
+    """Images [N, C, H, W] in [0, 1] as one PNG grid, scaled (by default) so 8x8 digits stay readable."""
+    scale = scale or max(1, 56 // images.shape[-1])
     return encode_png(grid(np.asarray(images, dtype=np.float32), ncol, scale=scale))
 
 

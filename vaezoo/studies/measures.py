@@ -74,6 +74,20 @@ def prior_mmd_controls(d: int, generator: torch.Generator, n: int = 500, permuta
     return {label: prior_mmd(draw(n), generator, n, permutations) for label, draw in draws.items()}
 
 
+def prior_mmd_null(d: int, generator: torch.Generator, repeats: int = 20, n: int = 500, permutations: int = 200,
+                   alpha: float = 0.05) -> dict:
+    """The exact-prior control repeated: ``repeats`` independent sets of N(0, I) codes, each tested against fresh
+    prior draws. A calibrated test rejects about ``alpha`` of them and MMD^2's mean is 0 (unbiased); one fixed draw
+    cannot show either (it lands in the tail now and then), ``repeats`` of them can."""
+    from vaezoo.core.intervals import proportion_interval, t_interval
+
+    runs = [prior_mmd(torch.randn(n, d, generator=generator, dtype=torch.float64), generator, n, permutations)
+            for _ in range(repeats)]
+    rejected = sum(r["p_value"] < alpha for r in runs)
+    return {"alpha": alpha, "rejected": proportion_interval(rejected, repeats),
+            "mmd2": t_interval([r["mmd2"] for r in runs]), "p_values": [r["p_value"] for r in runs]}
+
+
 def nn_distance(samples: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean over samples of the Euclidean distance to the nearest reference row (images flattened)."""
     a, b = samples.reshape(len(samples), -1).double(), reference.reshape(len(reference), -1).double()

@@ -1,10 +1,10 @@
 """Running a study: check the inputs and the output folder before any work, fan the jobs out to worker
-processes, gather their numbers in the jobs' own order, and write the report, the JSON of every number and
-the MLflow parent run (one child per trained model or fit).
+processes (or to a Ray cluster: ``vaezoo.studies.cluster``), gather their numbers in the jobs' own order, and
+write the report, the JSON of every number and the MLflow parent run (one child per trained model or fit).
 
 Results do not depend on scheduling: each job is seeded from its own seed and runs single-threaded in
 torch (a different thread count can change the order of float sums), so ``--workers 0`` (in this process),
-1 or 8 give the same numbers.
+1 or 8, or ``--ray ADDRESS``, give the same numbers.
 
 Output folder layout: ``report.md`` (claim, verdict, tables, figures), ``study.json`` (every number, and the
 study's name: it marks the folder as this study's), the figures as PNG files, and ``runs/`` (each job's run
@@ -24,6 +24,7 @@ from pathlib import Path
 from vaezoo.core.configs import save_json
 from vaezoo.core.errors import VaezooError
 from vaezoo.core.io import atomic_write_bytes, atomic_write_text, make_dir
+from vaezoo.studies import cluster
 from vaezoo.studies.base import Job, JobContext, Report, Study
 from vaezoo.studies.registry import get_study
 
@@ -78,9 +79,19 @@ def _execute(name: str, job: Job, ctx: JobContext) -> tuple[str, dict]:
         torch.set_num_threads(threads)
 
 
-def run_jobs(name: str, jobs: list[Job], ctx: JobContext, workers: int) -> dict[str, dict]:
-    """Every job's numbers keyed by job.key, in the order of ``jobs`` whatever order they finished in."""
-    if workers == 0:
+def default_workers() -> int:
+    """One worker process per CPU core this process may use (jobs are single-threaded)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_jobs(name: str, jobs: list[Job], ctx: JobContext, workers: int, ray=None) -> dict[str, dict]:
+    """Every job's numbers keyed by job.key, in the order of ``jobs`` whatever order they finished in; on the Ray
+    cluster ``ray`` (a connected ``ray`` module) when given, else in ``workers`` processes (0: this one)."""
+    if ray is not None:
+        done = dict(cluster.gather(ray, _execute, [(name, job, ctx) for job in jobs]))
+    elif workers == 0:
         done = dict(_execute(name, job, ctx) for job in jobs)
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
@@ -106,10 +117,11 @@ def render(study: Study, preset: str, seeds: list[int], report: Report, command:
     return "\n".join(head + [s.rstrip() + "\n" for s in report.sections])
 
 
-def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, workers: int = 1,
+def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, workers: int | None = None,
               runs_dir: Path | None = None, force: bool = False, track: bool = True,
-              tracking_uri: str | None = None) -> dict:
-    """Run study ``name`` with ``preset`` and write its report into ``out``; returns the study.json dict."""
+              tracking_uri: str | None = None, ray_address: str | None = None) -> dict:
+    """Run study ``name`` with ``preset`` and write its report into ``out``; returns the study.json dict. The jobs
+    run on the Ray cluster at ``ray_address`` when given, else in ``workers`` processes."""
     study = get_study(name)
     params = resolve_preset(study, preset)
     n_seeds = params.pop("seeds", MIN_SEEDS) if seeds is None else seeds
@@ -118,10 +130,22 @@ def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, wo
         raise VaezooError(f"--seeds must be >= {MIN_SEEDS} (intervals over seeds), got {n_seeds}")
     if n_seeds < 1:
         raise VaezooError(f"--seeds must be >= 1, got {n_seeds}")
+    if ray_address is not None and workers is not None:
+        raise VaezooError("--workers and --ray both say where the jobs run; give one")
+    workers = default_workers() if workers is None else workers
     if workers < 0:
         raise VaezooError(f"--workers must be >= 0, got {workers}")
     out = Path(out)
     check_out_folder(out, name, force)
+    # connected before any folder is made: a missing Ray or an unreachable cluster leaves nothing behind
+    with cluster.connected(ray_address) as ray:
+        return _run_checked(study, preset, params, n_seeds, out, workers, ray, runs_dir, track, tracking_uri)
+
+
+def _run_checked(study: Study, preset: str, params: dict, n_seeds: int, out: Path, workers: int, ray,
+                 runs_dir: Path | None, track: bool, tracking_uri: str | None) -> dict:
+    """``run_study`` once its inputs passed: the runs folder, the jobs, the parent run, the report."""
+    name = study.name
     make_dir(out)
     # a fresh folder per invocation: a rerun never meets its predecessor's run folders
     root = make_dir(Path(runs_dir) if runs_dir else out / "runs", "runs folder")
@@ -142,7 +166,7 @@ def run_study(name: str, preset: str, out: Path, *, seeds: int | None = None, wo
     status = "FAILED"
     try:
         t0 = time.perf_counter()
-        results = run_jobs(name, jobs, ctx, workers)
+        results = run_jobs(name, jobs, ctx, workers, ray)
         report = study.analyse(params, seed_list, results)
         # keys starting with "_" are files a job hands to the report (e.g. a grid's path), not numbers
         numbers_only = {key: {k: v for k, v in r.items() if not k.startswith("_")} for key, r in results.items()}

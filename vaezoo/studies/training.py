@@ -1,5 +1,6 @@
-"""Training inside a study's job: one seeded vaezoo training run (a child of the study's MLflow run), then
-its model and the data it is measured on; early stopping on a held-out validation set (``EarlyStopping``)."""
+"""Training inside a study's job: one seeded vaezoo training run (a child of the study's MLflow run), optionally
+watched at each evaluation (snapshots during training, early stopping on a held-out validation set:
+``EarlyStopping``), then its model and the data it is measured on."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class StudyData:
     train_raw: torch.Tensor
     test_raw: torch.Tensor
     labels: dict | None
+    factors: dict | None = None  # generative factor indices, where the data set has them (``shapes``)
     validation: torch.Tensor | None = None  # the held-out training images (DataConfig.validation), binarised once
 
 
@@ -32,7 +34,7 @@ def study_data(name: str, binarize: str, validation: int = 0) -> StudyData:
     ds = load_dataset(DataConfig(name=name, binarize=binarize, validation=validation))
     held = None if ds.validation is None else eval_binarized(ds.validation, binarize, seed=2)
     return StudyData(eval_binarized(ds.train, binarize, seed=1), eval_binarized(ds.test, binarize), ds.train, ds.test,
-                     ds.labels, held)
+                     ds.labels, ds.factors, held)
 
 
 class EarlyStopping:
@@ -83,7 +85,8 @@ def held_out_bound(x: torch.Tensor, bound: str, k: int, seed: int) -> Callable[[
 
 
 def user_config(params: dict, seed: int, model: dict, objective: dict | None = None, batch_size: int | None = None) -> dict:
-    """The training config of a study's model: the preset's dataset, networks and steps, this job's seed."""
+    """The training config of a study's model: the preset's dataset, networks and steps, this job's seed; it is
+    evaluated (and an observer called) every ``eval_every`` steps where the preset sets it, else at the end."""
     return {
         "model": {"hidden": list(params["hidden"]), "latent_dim": params["latent_dim"], **model},
         "objective": objective or {},
@@ -91,15 +94,15 @@ def user_config(params: dict, seed: int, model: dict, objective: dict | None = N
         "steps": params["steps"],
         "batch_size": batch_size or params.get("batch_size", 128),
         "seed": seed,
-        "eval_every": params["steps"],
+        "eval_every": params.get("eval_every", params["steps"]),
         "checkpoint_every": params["steps"],
         "log_every": max(1, params["steps"] // 10),
     }
 
 
-def train_job(job: Job, ctx: JobContext, user: dict, observe=None):
+def train_job(job: Job, ctx: JobContext, user: dict, observe: Callable | None = None):
     """Train ``user`` (a config dict) in ``ctx.runs_dir / job.key``; returns (model in eval mode, config, final metrics).
-    ``observe``: train's observer (e.g. an ``EarlyStopping``), called at every ``eval_every`` step."""
+    ``observe(step, model, test_metrics)`` is called at each evaluation (``vaezoo.training.train``'s observer)."""
     from vaezoo.training import load_run_model, resolve_for_dataset, train
 
     cfg = resolve_for_dataset(user)
@@ -114,9 +117,10 @@ def variant_jobs(variants, params: dict, seeds: list[int]) -> list[Job]:
     return [Job(f"{v}/seed{s}", s, {"variant": v, "params": params}) for v in variants for s in seeds]
 
 
-def train_variant(job: Job, ctx: JobContext, variants: dict):
+def train_variant(job: Job, ctx: JobContext, variants: dict, observe: Callable | None = None):
     """Train the variant ``job.payload["variant"]`` names in ``variants`` (label -> (model config, objective)) with
-    the preset's networks; returns (model, its StudyData, final metrics)."""
+    the preset's networks, watched by ``observe`` (see ``train_job``); returns (model, its StudyData, final metrics)."""
     model_cfg, objective = variants[job.payload["variant"]]
-    model, cfg, final = train_job(job, ctx, user_config(job.payload["params"], job.seed, model_cfg, objective))
+    user = user_config(job.payload["params"], job.seed, model_cfg, objective)
+    model, cfg, final = train_job(job, ctx, user, observe)
     return model, study_data(cfg.data.name, cfg.data.binarize), final

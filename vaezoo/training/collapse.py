@@ -14,9 +14,14 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. 2016: unit u is active if Cov_x(E_q
 BORDERLINE = 0.1  # a unit whose Cov_x(mu_u) is within 10% of the threshold is reported as borderline
 
 
+def active_mask(mu_variance: torch.Tensor) -> torch.Tensor:
+    """Which units are active: Cov_x(E_q[z_u | x]) = Var_x(mu_u(x)) above the threshold (Burda et al. 2016)."""
+    return mu_variance > ACTIVE_UNIT_THRESHOLD
+
+
 def active_units(mu_variance: torch.Tensor) -> int:
-    """How many units have Cov_x(E_q[z_u | x]) = Var_x(mu_u(x)) above the threshold (Burda et al. 2016)."""
-    return int((mu_variance > ACTIVE_UNIT_THRESHOLD).sum())
+    """How many units are active (``active_mask``)."""
+    return int(active_mask(mu_variance).sum())
 
 
 def borderline_units(mu_variance: torch.Tensor) -> list[int]:
