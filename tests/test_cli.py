@@ -121,7 +121,7 @@ def test_adam_options_reach_the_config(tmp_path):
     args = ["--steps", "2", "--betas", "0.5", "0.9", "--eps", "1e-6", "--lr", "0.01", "--no-fused"]
     assert main(["train", *SMALL, *args, "--run-dir", str(run)]) == 0
     optim = json.loads((run / "config.json").read_text())["config"]["optim"]
-    assert optim == {"lr": 0.01, "betas": [0.5, 0.9], "eps": 1e-6, "fused": False}
+    assert optim == {"lr": 0.01, "betas": [0.5, 0.9], "eps": 1e-6, "fused": False, "milestones": [], "gamma": 1.0}
     # the same options again on --resume are no change
     assert main(["train", "--resume", str(run), "--betas", "0.5", "0.9", "--no-fused", "--no-track"]) == 0
 

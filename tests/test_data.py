@@ -167,3 +167,26 @@ def test_shapes_render_deterministically_each_factor_changes_the_image_and_the_f
     big, small = shapes.render(0, 3, 4, 4), shapes.render(0, 0, 4, 4)  # scale grows the area; x moves it right
     assert big.sum() > small.sum()
     assert np.argwhere(shapes.render(0, 0, 9, 4))[:, 1].mean() > np.argwhere(shapes.render(0, 0, 0, 4))[:, 1].mean()
+
+
+def test_validation_is_a_seeded_hold_out_that_training_never_sees():
+    """The held-out images are drawn by a fixed seed (the same on every load), are disjoint from the training
+    images that remain (as rows of the original set), keep their labels, and leave the test set alone."""
+    full = load_dataset(DataConfig("digits", binarize="none"))
+    cfg = DataConfig("digits", binarize="none", validation=300)
+    a, b = load_dataset(cfg), load_dataset(cfg)
+    assert torch.equal(a.validation, b.validation) and torch.equal(a.train, b.train)  # seeded
+    assert len(a.validation) == 300 and len(a.train) == len(full.train) - 300 == train_size(cfg)
+    rows = {tuple(r.tolist()): i for i, r in enumerate(full.train.flatten(1))}
+    val_rows = [rows[tuple(r.tolist())] for r in a.validation.flatten(1)]
+    train_rows = [rows[tuple(r.tolist())] for r in a.train.flatten(1)]
+    assert not set(val_rows) & set(train_rows) and len(set(val_rows) | set(train_rows)) == len(full.train)
+    assert val_rows != list(range(300))  # drawn at random, not the first images
+    assert torch.equal(a.labels["validation"], full.train_labels[val_rows])
+    assert torch.equal(a.train_labels, full.train_labels[train_rows])
+    assert torch.equal(a.test, full.test)
+    assert load_dataset(DataConfig("digits", binarize="none")).validation is None
+    with pytest.raises(VaezooError, match="leaves no training images"):
+        train_size(DataConfig("digits", validation=TRAIN_SIZES["digits"]))
+    with pytest.raises(VaezooError, match="must be >= 0"):
+        DataConfig("digits", validation=-1)

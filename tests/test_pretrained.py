@@ -26,7 +26,7 @@ FIELDS = {"name": str, "description": str, "file": str, "sha256": str, "size_byt
 # config keys added since the shipped decoders were trained, each with a default that changes nothing they did: a
 # constant KL weight, no free bits, one outer sample (m), a floor under a learned sigma (theirs are Bernoulli), STL on IWAE refused
 ADDED_SINCE_BUILD = {"objective.schedule", "objective.free_bits", "objective.m", "model.sigma_floor", "allow_stl_iwae",
-                     "model.pseudo_inputs"}
+                     "model.pseudo_inputs", "data.validation", "optim.milestones", "optim.gamma"}
 ENTRIES = [e.to_dict() for e in list_pretrained()]  # as plain data, the way the manifest holds them
 
 

@@ -334,3 +334,24 @@ def test_observe_sees_every_evaluation_and_can_stop_the_run_there(tmp_path):
     train(cfg, tmp_path / "watched", track=False, progress=False, observe=lambda s, m, e: None)
     train(cfg, tmp_path / "plain", track=False, progress=False)
     assert_bit_identical(weights(tmp_path / "watched"), weights(tmp_path / "plain"))
+
+
+def test_the_learning_rate_schedule_is_a_function_of_the_step_and_is_what_adam_uses(tmp_path):
+    """lr x gamma^(milestones passed); a scheduled run differs from a constant one only after the first milestone,
+    and the optimizer's state at the end holds the last stage's rate."""
+    from vaezoo.training.config import OptimConfig
+
+    sched = OptimConfig(lr=1e-3, milestones=(30, 90), gamma=0.1)
+    assert [sched.lr_at(s) for s in (0, 29, 30, 89, 90, 500)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+    assert OptimConfig().lr_at(10**6) == 1e-3
+    with pytest.raises(VaezooError, match="increasing"):
+        OptimConfig(milestones=(30, 30))
+    with pytest.raises(VaezooError, match="gamma"):
+        OptimConfig(gamma=0.0)
+    run = small(steps=40, checkpoint_every=40, optim={"milestones": [30], "gamma": 0.1})
+    train(run, tmp_path / "sched", track=False, progress=False)
+    assert load_checkpoint(tmp_path / "sched" / "checkpoint.pt")["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    train(small(steps=30, checkpoint_every=30, optim={"milestones": [30], "gamma": 0.1}), tmp_path / "a", track=False,
+          progress=False)
+    train(small(steps=30, checkpoint_every=30), tmp_path / "b", track=False, progress=False)
+    assert_bit_identical(weights(tmp_path / "a"), weights(tmp_path / "b"))

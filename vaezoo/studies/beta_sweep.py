@@ -97,12 +97,7 @@ class BetaSweep(Study):
         text = (f"reconstruction beta={low:g} - beta=1: {iv.fmt(diffs['recon_low_minus_1'], 2)} nats; KL beta={high:g} - beta=1: "
                 f"{iv.fmt(diffs['kl_high_minus_1'], 2)} nats; active units beta={high:g} - beta=1: {iv.fmt(diffs['active_units_high_minus_1'], 1)}; "
                 f"IS log-likelihood beta={high:g} - beta=1: {iv.fmt(diffs['ll_is_high_minus_1'], 2)} nats")
-        if all(checks[k] == wanted[k] for k in checks):
-            verdict, why = "holds", f"every direction holds with its interval excluding 0 ({text})."
-        elif any(checks[k] not in ("zero", wanted[k]) for k in checks):
-            verdict, why = "does not hold", f"a direction is reversed ({text})."
-        else:
-            verdict, why = "depends", f"some differences are not resolved at {len(seeds)} seeds ({text})."
+        verdict, why = iv.verdict(checks, wanted, len(seeds), text)
         figures = {"sweep.png": _figure(betas, stats, METRICS)}
         for b in betas:
             with open(results[f"{slug(b)}/seed{seeds[0]}"]["_grid"], "rb") as fh:

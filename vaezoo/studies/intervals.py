@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from vaezoo.core.intervals import LEVEL, t_interval
 
-__all__ = ["LEVEL", "direction", "fmt", "paired", "t_interval"]
+__all__ = ["LEVEL", "direction", "fmt", "paired", "t_interval", "verdict"]
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> dict:
@@ -34,3 +34,13 @@ def direction(diff: dict) -> str:
     if diff["hi"] < 0:
         return "below"
     return "zero"
+
+
+def verdict(checks: dict[str, str], wanted: dict[str, str], n_seeds: int, text: str, noun: str = "direction") -> tuple[str, str]:
+    """(verdict, why) from the direction each check found (``direction``) and the one the claim wants: holds when
+    every one is as wanted, does not hold when one is reversed, depends when some are not resolved."""
+    if all(checks[k] == wanted[k] for k in checks):
+        return "holds", f"every {noun} holds with its interval excluding 0 ({text})."
+    if any(checks[k] not in ("zero", wanted[k]) for k in checks):
+        return "does not hold", f"one {noun} is reversed ({text})."
+    return "depends", f"some {noun}s are not resolved at {n_seeds} seeds ({text})."

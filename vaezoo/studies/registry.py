@@ -27,6 +27,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                       "AE vs VAE latent paths: roughness of the decoded path, midpoints off the codes (validated)"),
     "kl-pull": ("vaezoo.studies.kl_pull",
                 "per-unit mu and sigma during training: does KL pull mu -> 0, sigma -> 1? (active vs collapsed units)"),
+    "burda-table1": ("vaezoo.studies.burda_table1",
+                     "Burda et al. 2016 Table 1: VAE and IWAE at k = 1, 5, 50, test NLL and active units (early stopping)"),
 }
 
 

@@ -1,9 +1,11 @@
 """Training inside a study's job: one seeded vaezoo training run (a child of the study's MLflow run), optionally
-watched at each evaluation (snapshots during training), then its model and the data it is measured on."""
+watched at each evaluation (snapshots during training, early stopping on a held-out validation set:
+``EarlyStopping``), then its model and the data it is measured on."""
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,15 +24,64 @@ class StudyData:
     test_raw: torch.Tensor
     labels: dict | None
     factors: dict | None = None  # generative factor indices, where the data set has them (``shapes``)
+    validation: torch.Tensor | None = None  # the held-out training images (DataConfig.validation), binarised once
 
 
 @functools.lru_cache(maxsize=4)
-def study_data(name: str, binarize: str) -> StudyData:
+def study_data(name: str, binarize: str, validation: int = 0) -> StudyData:
     from vaezoo.data import DataConfig, eval_binarized, load_dataset
 
-    ds = load_dataset(DataConfig(name=name, binarize=binarize))
+    ds = load_dataset(DataConfig(name=name, binarize=binarize, validation=validation))
+    held = None if ds.validation is None else eval_binarized(ds.validation, binarize, seed=2)
     return StudyData(eval_binarized(ds.train, binarize, seed=1), eval_binarized(ds.test, binarize), ds.train, ds.test,
-                     ds.labels, ds.factors)
+                     ds.labels, ds.factors, held)
+
+
+class EarlyStopping:
+    """A ``train(..., observe=...)`` observer: scores the model on held-out data at each evaluation (``score``:
+    model -> a bound, higher is better), keeps a copy of the best state, and stops the run once ``patience``
+    evaluations in a row have not improved on it (``patience=None``: never stops, still keeps the best).
+    ``history`` holds (step, score) of every evaluation; ``restore`` loads the best state into a model."""
+
+    def __init__(self, score: Callable[[torch.nn.Module], float], patience: int | None) -> None:
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 evaluations, got {patience}")
+        self.score, self.patience = score, patience
+        self.history: list[tuple[int, float]] = []
+        self.best, self.best_step, self.best_state = -math.inf, 0, None
+        self.waited = 0
+
+    def __call__(self, step: int, model: torch.nn.Module, metrics: dict) -> bool:
+        value = float(self.score(model))
+        self.history.append((step, value))
+        if value > self.best:
+            self.best, self.best_step, self.waited = value, step, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waited += 1
+        return self.patience is not None and self.waited >= self.patience
+
+    def restore(self, model: torch.nn.Module) -> torch.nn.Module:
+        if self.best_state is None:
+            raise RuntimeError("no evaluation was observed: there is no best state to restore")
+        model.load_state_dict(self.best_state)
+        return model
+
+
+def held_out_bound(x: torch.Tensor, bound: str, k: int, seed: int) -> Callable[[torch.nn.Module], float]:
+    """A score for EarlyStopping: the mean ``bound`` (elbo | iwae) with ``k`` samples on ``x``, drawn from the same
+    seeded noise at every evaluation, so two evaluations differ by the model alone."""
+    from vaezoo.objectives import ObjectiveConfig
+    from vaezoo.training.evaluate import bound_on, iwae_batch
+
+    cfg = ObjectiveConfig(bound=bound, k=k)
+
+    def score(model: torch.nn.Module) -> float:
+        model.eval()
+        g = torch.Generator(device=x.device).manual_seed(seed)
+        return bound_on(model, x, cfg, batch_size=iwae_batch(k), generator=g)
+
+    return score
 
 
 def user_config(params: dict, seed: int, model: dict, objective: dict | None = None, batch_size: int | None = None) -> dict:

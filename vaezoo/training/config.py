@@ -6,6 +6,7 @@ and K) < the user's values. The resolved config is explicit (no 'auto' left) and
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -29,18 +30,30 @@ REFERENCE = {"model": {"name": "vae"}, "data": {"name": "mnist5k"}, "steps": 300
 @dataclass
 class OptimConfig:
     """Adam. ``fused``: torch's one-kernel Adam, the same update in fewer passes over memory (1.1-1.15x the
-    training speed of the default multi-tensor Adam on a 2-core CPU); false gives torch's default Adam."""
+    training speed of the default multi-tensor Adam on a 2-core CPU); false gives torch's default Adam.
+    ``milestones`` (steps, increasing) and ``gamma``: the learning rate is lr x gamma^(milestones passed), a pure
+    function of the step (so a resumed run follows it exactly); Burda et al. 2016's 3^i-epoch stages are one case."""
 
     lr: float = 1e-3
     betas: tuple[float, ...] = (0.9, 0.999)
     eps: float = 1e-8
     fused: bool = True
+    milestones: tuple[int, ...] = ()
+    gamma: float = 1.0
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step ``step`` (0-based)."""
+        return self.lr * self.gamma ** bisect.bisect_right(self.milestones, step)
 
     def __post_init__(self) -> None:
         if not (0 < self.lr < math.inf and 0 < self.eps < math.inf):  # written so that nan fails too
             raise VaezooError(f"lr and eps must be > 0 and finite, got lr={self.lr} eps={self.eps}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise VaezooError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])) or any(m <= 0 for m in self.milestones):
+            raise VaezooError(f"milestones must be increasing steps > 0, got {self.milestones}")
+        if not 0 < self.gamma < math.inf:
+            raise VaezooError(f"gamma must be > 0 and finite, got {self.gamma}")
 
 
 @dataclass

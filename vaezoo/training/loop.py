@@ -312,6 +312,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             noise_gen.manual_seed(step_seed(cfg.seed, step, 2))
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
             objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
+            _set_lr(optimizer, cfg, step)
             out = _step(model, objective, optimizer, replica, x, noise_gen)
             terms.add(out)
             done = step + 1
@@ -351,6 +352,13 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
         if status == "FAILED":
             tracker.end("FAILED")
     return last_eval, done
+
+
+def _set_lr(optimizer, cfg: TrainConfig, step: int) -> None:
+    """The learning-rate schedule, read from the step like the data order (so a resume follows it exactly)."""
+    if cfg.optim.milestones:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.optim.lr_at(step)
 
 
 def _step(model, objective, optimizer, replica, x: torch.Tensor, noise_gen: torch.Generator):
