@@ -24,6 +24,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                   "IWAE trained with reparam vs DReG encoder gradients: test IS log-likelihood over seeds"),
     "interpolation": ("vaezoo.studies.interpolation",
                       "AE vs VAE latent paths: roughness of the decoded path, midpoints off the codes (validated)"),
+    "batch-size": ("vaezoo.studies.batch_size",
+                   "B = 1 ... full batch at equal epochs and equal (calibrated) wall time, with B_simple: is 32-256 the sweet spot?"),
 }
 
 

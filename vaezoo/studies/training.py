@@ -46,13 +46,14 @@ def user_config(params: dict, seed: int, model: dict, objective: dict | None = N
     }
 
 
-def train_job(job: Job, ctx: JobContext, user: dict):
-    """Train ``user`` (a config dict) in ``ctx.runs_dir / job.key``; returns (model in eval mode, config, final metrics)."""
+def train_job(job: Job, ctx: JobContext, user: dict, observe=None):
+    """Train ``user`` (a config dict) in ``ctx.runs_dir / job.key``; returns (model in eval mode, config, final metrics).
+    ``observe``: training's observer, ``observe(step, model, test_metrics)`` at each ``eval_every`` step (True stops)."""
     from vaezoo.training import load_run_model, resolve_for_dataset, train
 
     cfg = resolve_for_dataset(user)
     run_dir = ctx.runs_dir / job.key.replace("/", "-")
-    final = train(cfg, run_dir, track=ctx.track, tracking_uri=ctx.tracking_uri, progress=False)
+    final = train(cfg, run_dir, track=ctx.track, tracking_uri=ctx.tracking_uri, progress=False, observe=observe)
     model, _ = load_run_model(run_dir)
     return model.eval(), cfg, final
 
