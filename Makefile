@@ -48,7 +48,7 @@ bench-ci: $(STAMP) $(BENCH_STAMP)
 
 # The reproduction studies' quick reports, committed in docs/studies/NAME/ (report.md, study.json, small PNGs);
 # the trained models' run folders go to runs/studies/ (not committed). STUDIES=name picks some.
-STUDIES ?= prior-sampling kl-direction samples-per-z organisation beta-sweep rainforth-snr dreg-gain interpolation kl-pull burda-table1
+STUDIES ?= prior-sampling kl-direction samples-per-z organisation beta-sweep rainforth-snr dreg-gain interpolation kl-pull burda-table1 batch-size
 studies: $(STAMP)
 	for s in $(STUDIES); do \
 	  $(VENV)/bin/vaezoo study $$s --quick --out docs/studies/$$s --runs-dir runs/studies --no-track || exit 1; \

@@ -29,6 +29,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                 "per-unit mu and sigma during training: does KL pull mu -> 0, sigma -> 1? (active vs collapsed units)"),
     "burda-table1": ("vaezoo.studies.burda_table1",
                      "Burda et al. 2016 Table 1: VAE and IWAE at k = 1, 5, 50, test NLL and active units (early stopping)"),
+    "batch-size": ("vaezoo.studies.batch_size",
+                   "B = 1 ... full batch at equal epochs and equal (calibrated) wall time, with B_simple: is 32-256 the sweet spot?"),
 }
 
 
