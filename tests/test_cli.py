@@ -75,7 +75,7 @@ UNMAKEABLE = [
       "--window-s", "0.01", "--warmup-s", "0", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.throughput.command.run_throughput"),
     # gradvar: load_source (load or train the model) comes before run_study, so guarding it guards both
     (["bench", "gradvar", "--quick", "--no-track", "--no-progress", "--out"], "output folder", "vaezoo.bench.gradvar.load_source"),
-    (["bench", "claims", "--dataset", "digits", "--steps", "5", "--no-track", "--out"], "output folder", "vaezoo.bench.claims.run_claims"),
+    (["bench", "claims", "--preset", "tiny", "--only", "kl-direction", "--no-track", "--out"], "output folder", "vaezoo.bench.claims.run_claims"),
     (["bench", "sampling", "--no-track", "--out-dir"], "output folder", "vaezoo.bench.sampling.sampling_bench"),
     (["study", "kl-direction", "--preset", "tiny", "--no-track", "--out"], "output folder", "vaezoo.studies.runner.run_jobs"),
 ]

@@ -13,7 +13,7 @@ BENCHMARKS = {
     "gradvar": "vaezoo.bench.gradvar:gradvar_command",
     "throughput": "vaezoo.bench.throughput.command:throughput_command",
     "sampling": "vaezoo.bench.sampling:sampling_command",
-    "claims": "vaezoo.bench.claims:claims_command",
+    "claims": "vaezoo.bench.claims:claims_command",  # an alias: the tutorial's studies
 }
 
 
