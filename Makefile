@@ -20,7 +20,7 @@ bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/vaezoo bench main
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --durations=15 tests
 
 # The slow tests include a study on a local Ray cluster: Ray (the optional extra) is installed for them.
 RAY_STAMP := $(VENV)/.ray-installed

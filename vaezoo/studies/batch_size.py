@@ -389,9 +389,11 @@ class BatchSize(Study):
             "nats per image) at its last step.\n\n" + "\n".join(rows) + "\n\n![test ELBO vs B](bound_vs_batch.png)\n",
             "## Calibration (seconds per step)\n\n"
             f"Not live timings: the machine is shared and timings under load are noisy, so each B's step budget comes from "
-            f"this calibration, {where}. Given it, the step budgets and every number here are deterministic (rerunning "
-            "with the same calibration in the preset reproduces them bit for bit); another machine or load gives another "
-            "calibration and so other budgets.\n\n" + "\n".join(crow) + "\n",
+            f"this calibration, {where}. Given it, the step budgets are fixed and every training is seeded (same seed "
+            "and CPU, bit-identical weights: tests/test_train.py), so the numbers follow from the calibration; a rerun "
+            "measures its own calibration, and another machine or load gives other budgets. 'Wall time' here is this "
+            "one-process, one-thread time per step, although the trainings then run side by side in worker processes "
+            "(which slows each of them alike).\n\n" + "\n".join(crow) + "\n",
             f"## Paired differences: the best B in 32-256 against each B outside it\n\nPositive: the sweet spot is better "
             f"(a higher test ELBO; fewer seconds to the target). Best inside 32-256: B = {judged['epochs']['best_inside']} at "
             f"equal epochs, B = {judged['time']['best_inside']} at equal wall time, B = {tgt['best_inside']} to the target; "
