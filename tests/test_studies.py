@@ -130,7 +130,7 @@ def test_samples_per_z_tiny_k1_beats_k16_at_equal_compute_and_iwae_bounds_sit_ab
 
 
 def test_beta_sweep_tiny_high_beta_shrinks_kl_and_active_units_and_beta0_reconstructs_best(tmp_path):
-    record = run_study("beta-sweep", "tiny", tmp_path / "beta", workers=0, track=False)
+    record = run_study("beta-sweep", "tiny", tmp_path / "beta", workers=2, track=False)
     jobs, seeds = record["jobs"], record["seeds"]
     for s in seeds:
         b0, b1, b64 = (jobs[f"beta{b}/seed{s}"] for b in ("0", "1", "64"))
@@ -376,3 +376,18 @@ def test_burda_table1_full_is_the_papers_networks_adam_and_schedule():
     assert o.lr_at(cfg.steps - 1) == pytest.approx(1e-4)  # the last stage: 10^(-7/7)
     vae = resolve_for_dataset(STUDY.config(params, 0, "VAE", 5, n_train=50000))
     assert (vae.objective.bound, vae.objective.k) == ("elbo", 5) and vae.model == cfg.model
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "studies"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(STUDIES))
+def test_each_committed_quick_report_is_reproduced_by_its_command(name, tmp_path):
+    """`make studies` is the contract behind docs/studies: rerunning a study's quick preset gives the committed
+    verdict from the same jobs. (Numbers are compared only by the verdict they lead to: another CPU's float sums
+    move trained weights, and batch-size's budgets come from this machine's calibrated step times.)"""
+    committed = json.loads((DOCS / name / "study.json").read_text())
+    record = run_study(name, "quick", tmp_path / name, track=False)
+    assert record["jobs"].keys() == committed["jobs"].keys()
+    assert record["verdict"] == committed["verdict"], (record["why"], committed["why"])

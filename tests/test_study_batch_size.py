@@ -50,7 +50,7 @@ def test_first_reach_and_the_log_interval():
 
 
 def test_tiny_equal_epochs_favour_the_small_batch_and_budgets_follow_the_fixed_calibration(tmp_path):
-    record = run_study("batch-size", "tiny", tmp_path / "out", workers=0, track=False)
+    record = run_study("batch-size", "tiny", tmp_path / "out", workers=2, track=False)
     params, numbers, jobs = record["params"], record["numbers"], record["jobs"]
     cal = params["calibration"]["sec_per_step"]
     assert params["steps_time"] == {b: round(params["seconds"] / cal[b]) for b in cal}

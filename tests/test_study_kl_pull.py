@@ -13,7 +13,7 @@ from vaezoo.studies.runner import run_study
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("kl-pull")
-    return out, run_study("kl-pull", "tiny", out, workers=0, track=False)
+    return out, run_study("kl-pull", "tiny", out, workers=2, track=False)
 
 
 def final_units(record: dict, beta: str):

@@ -236,6 +236,7 @@ def test_a_failure_after_a_checkpoint_keeps_the_run(tmp_path, monkeypatch):
     assert (tmp_path / "r" / "config.json").is_file()
 
 
+@pytest.mark.slow  # make test's time; the fast suite keeps a sibling of this contract
 def test_a_kill_during_a_checkpoint_write_leaves_a_temp_file_that_the_resume_removes(tmp_path):
     from helpers import vaezoo_command
 

@@ -202,6 +202,7 @@ def test_bad_vamp_input_through_the_real_command_is_one_line_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # make test's time; the fast suite keeps a sibling of this contract
 def test_vamp_trains_through_the_real_command_and_is_listed(tmp_path):
     models = subprocess.run([sys.executable, "-m", "vaezoo.cli", "models"], capture_output=True, text=True, timeout=120)
     assert models.returncode == 0 and "vamp" in models.stdout and "VampPrior" in models.stdout
