@@ -113,8 +113,10 @@ def calibrate(params: dict, sizes: list[int], n_train: int) -> dict:
 
 
 def _stepper(cfg, x, model, objective, optimizer, batch_indices, binarize_batch):
-    """n training steps as the loop takes them: the epoch's batch, fresh binarisation, the objective, Adam."""
+    """n training steps as the loop takes them: the epoch's batch, fresh binarisation, the loop's own step."""
     import torch
+
+    from vaezoo.training.loop import take_step
 
     gen = torch.Generator().manual_seed(0)
     state = {"step": 0}
@@ -122,10 +124,7 @@ def _stepper(cfg, x, model, objective, optimizer, batch_indices, binarize_batch)
     def run(n: int) -> None:
         for _ in range(n):
             xb = binarize_batch(x[batch_indices(len(x), cfg.batch_size, state["step"], 0)], cfg.data.binarize, gen)
-            out = objective(model, xb, gen)
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
+            take_step(model, objective, optimizer, xb, gen)
             state["step"] += 1
 
     return run

@@ -313,7 +313,7 @@ def _run_steps(cfg: TrainConfig, rd: RunDir, setup: Setup, tracker, cfg_dict: di
             x = binarize_batch(ds.train[idx], cfg.data.binarize, data_gen).to(device, non_blocking=True)
             objective.set_step(step)  # the KL schedule's beta; it and the KL penalised are logged beside the bound
             _set_lr(optimizer, cfg, step)
-            out = _step(model, objective, optimizer, replica, x, noise_gen)
+            out = take_step(model, objective, optimizer, x, noise_gen, replica)
             terms.add(out)
             done = step + 1
             due_log, due_eval, due_checkpoint = (
@@ -361,8 +361,9 @@ def _set_lr(optimizer, cfg: TrainConfig, step: int) -> None:
             group["lr"] = cfg.optim.lr_at(step)
 
 
-def _step(model, objective, optimizer, replica, x: torch.Tensor, noise_gen: torch.Generator):
-    """One optimizer step; data-parallel: this rank's rows of the global batch, gradients averaged over ranks."""
+def take_step(model, objective, optimizer, x: torch.Tensor, noise_gen: torch.Generator, replica=None):
+    """One optimizer step on batch ``x``; data-parallel: this rank's rows of the global batch, gradients averaged
+    over ranks. The loop's step, also what the batch-size study's calibration times."""
     if replica is not None:
         return distributed.ddp_step(replica, optimizer, replica.world.rows(x), noise_gen)
     out = objective(model, x, noise_gen)
@@ -403,4 +404,4 @@ def _emit(fh, tracker, step: int, row: dict) -> None:
         tracker.log_metrics(row, step)
 
 
-__all__ = ["train", "build", "step_seed", "evaluate_during_training"]
+__all__ = ["train", "build", "step_seed", "take_step", "evaluate_during_training"]
