@@ -3,6 +3,8 @@ by them (the prior-sampling report shows the same controls)."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from vaezoo.core.intervals import proportion_interval
@@ -108,3 +110,19 @@ def test_mig_per_factor_gap_finds_the_unit_and_bad_input_is_refused():
         mig(codes[:10], f)
     with pytest.raises(ValueError, match="entropy is 0"):
         mig(codes, np.zeros((2000, 1), dtype=int))
+
+
+def test_the_intervals_over_seeds_cover_at_their_level_with_three_seeds():
+    # every study's number is a t-interval over (usually 3) seeds; batch-size's B_simple band is one on the log scale.
+    # 400 experiments of 3 draws each with a known centre: both cover at ~95% (a z-interval, or a t with the wrong
+    # degrees of freedom, would cover ~75-85% at n = 3 and fail here)
+    from vaezoo.studies.batch_size import log_interval
+
+    g = torch.Generator().manual_seed(0)
+    draws = 5.0 + 2.0 * torch.randn(400, 3, generator=g, dtype=torch.float64)
+    covered = sum(iv["lo"] <= 5.0 <= iv["hi"] for iv in (t_interval(row.tolist()) for row in draws))
+    assert 0.92 <= covered / 400 <= 0.98
+    geometric = 700.0  # log-normal around a B_simple-like scale: the log-scale interval covers its geometric mean
+    logged = [log_interval(torch.exp(math.log(geometric) + 0.8 * row / 2.0 - 0.8 * 5.0 / 2.0).tolist()) for row in draws]
+    assert 0.92 <= sum(iv["lo"] <= geometric <= iv["hi"] for iv in logged) / 400 <= 0.98
+    assert all(iv["lo"] > 0 for iv in logged)  # never below 0, which the raw-scale interval of a ratio can reach
